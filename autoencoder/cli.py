@@ -1,0 +1,32 @@
+"""Shared behaviour of the Hydra entry points: user errors as one clear message."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from autoencoder.errors import AutoencoderError
+
+log = logging.getLogger("autoencoder")
+
+
+def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a job; a user error prints its message (no traceback) and exits with status 1.
+
+    In a multirun the error is logged and re-raised instead, so Hydra records the job as
+    failed and goes on with the others.
+    """
+    try:
+        return job(cfg)
+    except AutoencoderError as error:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", error)
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,298 @@
+"""Pretrained torchvision backbones cut into named stages.
+
+An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to know:
+
+* ``stages``: an ordered ``ModuleDict`` of layer groups, lowest first (ResNet: ``stem``,
+  ``layer1`` .. ``layer4``; VGG: ``block1`` .. ``block5``, the runs between max-pools);
+* ``out_channels`` and ``reductions``: channels and total downsampling after each stage;
+* input normalisation: images come in as [0, 1] pixels and are normalised with the
+  ImageNet statistics inside :meth:`Encoder.forward`;
+* freezing: which stages are trainable, and which BatchNorm layers stay in eval mode.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from autoencoder.errors import ConfigError, ResourceUnavailableError
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+VGGS = tuple(f"vgg{n}{bn}" for n in (11, 13, 16, 19) for bn in ("", "_bn"))
+ENCODER_NAMES = RESNETS + VGGS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Checkpoint wrappers whose prefixes are stripped when loading a state dict file.
+_KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
+# Classifier parts that an encoder never keeps.
+_HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
+
+
+def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return OrderedDict(
+        stem=stem, layer1=net.layer1, layer2=net.layer2, layer3=net.layer3, layer4=net.layer4
+    )
+
+
+_VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+
+
+class _VGGFeatures(nn.Module):
+    """The convolutional part of a torchvision VGG, with the same parameter names.
+
+    Building the full VGG would also initialise its 120M-parameter classifier, which takes
+    seconds and is thrown away; the features use torchvision's own layer recipe and init.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        config = torchvision.models.vgg.cfgs[_VGG_CONFIGS[name.removesuffix("_bn")]]
+        self.features = torchvision.models.vgg.make_layers(config, batch_norm=name.endswith("_bn"))
+        for module in self.features.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+
+def _vgg_stages(net: _VGGFeatures) -> OrderedDict[str, nn.Module]:
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    start = 0
+    for index, layer in enumerate(net.features):
+        if isinstance(layer, nn.MaxPool2d):
+            stages[f"block{len(stages) + 1}"] = net.features[start : index + 1]
+            start = index + 1
+    return stages
+
+
+def _main_path(stage: nn.Module) -> list[nn.Module]:
+    """Convs and pools of a stage in order, without ResNet shortcut (downsample) convs."""
+    shortcut = {
+        id(m)
+        for block in stage.modules()
+        if getattr(block, "downsample", None) is not None
+        for m in block.downsample.modules()
+    }
+    return [
+        m
+        for m in stage.modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and id(m) not in shortcut
+    ]
+
+
+def _stride(module: nn.Conv2d | nn.MaxPool2d) -> int:
+    return module.stride if isinstance(module.stride, int) else module.stride[0]
+
+
+class Encoder(nn.Module):
+    """A torchvision ResNet or VGG feature extractor, cut into named stages.
+
+    Args:
+        name: torchvision model name, one of :data:`ENCODER_NAMES`.
+        weights: ``"imagenet"`` for torchvision's default weights of that model (downloaded
+            on first use, then cached), ``None`` for random initialisation, or a path to a
+            local state dict (a torchvision checkpoint, or one this project saved).
+        depth: how many stages to keep, 1 .. 5 (``None`` keeps all five).
+        normalize: normalise [0, 1] inputs with the ImageNet mean and std.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet18",
+        weights: str | None = "imagenet",
+        depth: int | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if name not in ENCODER_NAMES:
+            raise ConfigError(
+                f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} "
+                f"(set encoder=NAME)."
+            )
+        self.name = name
+        net = (
+            torchvision.models.get_model(name, weights=None)
+            if name in RESNETS
+            else _VGGFeatures(name)
+        )
+        if weights is not None:
+            _load_weights(net, name, weights)
+        stages = _resnet_stages(net) if name.startswith("resnet") else _vgg_stages(net)
+        if depth is None:
+            depth = len(stages)
+        if not 1 <= depth <= len(stages):
+            raise ConfigError(
+                f"encoder.depth={depth} is out of range for {name}: it has {len(stages)} "
+                f"stages ({', '.join(stages)}). Use 1 .. {len(stages)}."
+            )
+        self.depth = depth
+        self.stages = nn.ModuleDict(list(stages.items())[:depth])
+        self.out_channels: list[int] = []
+        self.reductions: list[int] = []
+        reduction = 1
+        for stage in self.stages.values():
+            path = _main_path(stage)
+            self.out_channels.append([m for m in path if isinstance(m, nn.Conv2d)][-1].out_channels)
+            for module in path:
+                reduction *= _stride(module)
+            self.reductions.append(reduction)
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self._frozen: set[str] = set()
+        self._bn_eval: set[str] = set()
+
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self.stages.keys())
+
+    @property
+    def reduction(self) -> int:
+        """Total downsampling between the input and the last kept stage."""
+        return self.reductions[-1]
+
+    @property
+    def frozen_stages(self) -> list[str]:
+        return [name for name in self.stage_names if name in self._frozen]
+
+    def set_trainable(
+        self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
+    ) -> None:
+        """Make the top ``num_trainable`` stages trainable and freeze the rest.
+
+        Frozen stages get ``requires_grad=False`` and run under ``torch.no_grad()``, so no
+        backward pass goes through them. Freezing is always bottom-up: the frozen stages are
+        a prefix, so cutting the graph below the first trainable stage loses nothing.
+
+        Args:
+            num_trainable: how many stages, counted from the top, learn.
+            frozen_bn_eval: keep BatchNorm of frozen stages in eval mode (pretrained
+                running statistics) even when the model is in training mode.
+            trainable_bn_eval: the same for the BatchNorm of trainable stages.
+        """
+        if not 0 <= num_trainable <= len(self.stages):
+            raise ConfigError(f"num_trainable={num_trainable} must be in 0 .. {len(self.stages)}")
+        num_frozen = len(self.stages) - num_trainable
+        self._frozen = set(self.stage_names[:num_frozen])
+        self._bn_eval = set()
+        for index, (name, stage) in enumerate(self.stages.items()):
+            frozen = index < num_frozen
+            stage.requires_grad_(not frozen)
+            if (frozen and frozen_bn_eval) or (not frozen and trainable_bn_eval):
+                self._bn_eval.add(name)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Set train/eval mode; BatchNorm chosen by :meth:`set_trainable` stays in eval."""
+        super().train(mode)
+        for name in self._bn_eval:
+            for module in self.stages[name].modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std if self.normalize else images
+        for name, stage in self.stages.items():
+            if name in self._frozen:
+                with torch.no_grad():
+                    x = stage(x)
+            else:
+                x = stage(x)
+        return x
+
+
+def _load_weights(net: nn.Module, name: str, weights: str) -> None:
+    if weights == "imagenet":
+        weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+        try:
+            state_dict = weights_enum.get_state_dict(progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            raise ResourceUnavailableError(
+                f"could not download the ImageNet weights of {name} ({weights_enum.url}): "
+                f"{_reason(error)}. Either connect once so torchvision caches them, pass a local "
+                f"state dict with encoder.weights=PATH (e.g. one made by "
+                f"scripts/pretrain_encoder.py), or train from scratch with encoder.weights=null."
+            ) from None
+        load_backbone_state_dict(net, state_dict, source=weights_enum.url, name=name)
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ResourceUnavailableError(
+            f"encoder.weights={weights!r}: no such file. Use encoder.weights=imagenet, "
+            f"encoder.weights=null or the path to a state dict saved with torch.save."
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for unreadable/unsafe files
+        raise ConfigError(
+            f"encoder.weights={str(path)!r} could not be read as a weights-only state dict "
+            f"({_reason(error)}). Save plain tensors with torch.save(model.state_dict(), PATH)."
+        ) from None
+    load_backbone_state_dict(net, loaded, source=str(path), name=name)
+
+
+def load_backbone_state_dict(
+    net: nn.Module, loaded: Mapping[str, object], source: str, name: str
+) -> None:
+    """Load the backbone part of a state dict into a torchvision model, strictly.
+
+    Classifier heads (``fc``, ``classifier``) are ignored, so a classifier trained on any
+    number of classes loads. Every other key must match by name and shape.
+    """
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{source} does not hold a state dict (got {type(loaded).__name__}).")
+    state_dict = {_strip_prefixes(key): value for key, value in loaded.items()}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
+    given = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_PREFIXES)}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = sorted(
+        k
+        for k in set(expected) & set(given)
+        if not isinstance(given[k], torch.Tensor) or given[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        problems = []
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", mismatched),
+        ):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                problems.append(f"{len(keys)} {label} keys: {shown}")
+        raise ConfigError(
+            f"{source} does not fit encoder {name}: " + "; ".join(problems) + ". Is it a "
+            f"state dict of another architecture? Set encoder={name} to the model it was "
+            f"saved from, or use encoder.weights=imagenet / null."
+        )
+    net.load_state_dict(given, strict=False)
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _KEY_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                changed = True
+    return key
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None) or error
+    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(error).__name__

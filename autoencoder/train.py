@@ -1,0 +1,111 @@
+"""The training job: compose, instantiate, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from autoencoder.errors import ResourceUnavailableError
+from autoencoder.finetuning import TwoPhaseFinetuning
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import Encoder
+
+log = logging.getLogger(__name__)
+
+TEST_METRICS = ("test/loss", "test/mse", "test/mae", "test/psnr", "test/ssim")
+
+
+def _instantiate_dict(section: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a config mapping (callbacks, loggers)."""
+    if not section:
+        return []
+    return [instantiate(entry) for entry in section.values() if entry is not None]
+
+
+def _build_data_and_encoder(cfg: DictConfig) -> tuple[pl.LightningDataModule, Encoder]:
+    """Prepare the data and the encoder weights, reporting every missing download at once."""
+    datamodule = instantiate(cfg.data)
+    problems: list[str] = []
+    if rank_zero_only.rank == 0:
+        try:
+            datamodule.prepare_data()
+        except ResourceUnavailableError as error:
+            problems.append(str(error))
+    encoder = None
+    try:
+        encoder = instantiate(cfg.encoder)
+    except ResourceUnavailableError as error:
+        problems.append(str(error))
+    if problems:
+        raise ResourceUnavailableError("\n".join(problems))
+    return datamodule, encoder
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; return the summary that is also written to ``metrics.json``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, encoder = _build_data_and_encoder(cfg)
+    model: Autoencoder = instantiate(
+        cfg.model,
+        encoder=encoder,
+        decoder=instantiate(cfg.decoder),
+        optimizer=instantiate(cfg.optimizer),
+    )
+    finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
+    callbacks: list[Callback] = [*_instantiate_dict(cfg.callbacks), finetuning]
+    loggers: list[Logger] = _instantiate_dict(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        best_ckpt = (
+            checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        )
+        test_metrics: dict[str, float] = {}
+        if cfg.get("test") and not trainer.fast_dev_run:
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+            test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+        summary = {
+            **{name: test_metrics.get(name) for name in TEST_METRICS},
+            **model.bottleneck_info,
+            "transition_epoch": finetuning.transition_epoch,
+            "best_ckpt": best_ckpt,
+            cfg.optimized_metric: float(optimized) if optimized is not None else None,
+        }
+        failed = False
+    finally:
+        _finish_loggers(loggers, failed)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("metrics written to %s", output_dir / "metrics.json")
+    return summary
+
+
+def _finish_loggers(loggers: list[Logger], failed: bool) -> None:
+    """Close W&B runs so that the next job of a sweep gets a run of its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish(exit_code=1 if failed else 0)
+
+
+def optimized_value(summary: dict[str, Any], metric: str) -> float:
+    """The value a sweeper optimises; NaN when the metric was never logged."""
+    value = summary.get(metric)
+    return float(value) if value is not None else math.nan

@@ -1,0 +1,178 @@
+"""Encoders, decoders, the bottleneck, losses and metrics."""
+
+from __future__ import annotations
+
+import math
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.losses import ReconstructionLoss
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.decoders import UPSAMPLE_MODES, Decoder, icnr_
+from autoencoder.models.encoders import ENCODER_NAMES, Encoder
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_every_encoder_at_every_depth_reconstructs_input_shape(name: str) -> None:
+    images = torch.rand(2, 3, 32, 32)
+    for depth in range(1, 6):
+        encoder = Encoder(name, weights=None, depth=depth)
+        assert len(encoder.stage_names) == depth
+        assert encoder.reductions == sorted(encoder.reductions)
+        model = Autoencoder(encoder, latent_channels=8).eval()
+        with torch.no_grad():
+            features = encoder(images)
+            latent = model.encode(images)
+            reconstruction = model(images)
+        assert features.shape[1] == encoder.out_channels[-1]
+        assert features.shape[-1] == 32 // encoder.reduction
+        assert latent.shape == (2, *model.latent_shape(32, 32))
+        assert reconstruction.shape == images.shape
+        assert reconstruction.min() >= 0 and reconstruction.max() <= 1
+        summary = model.bottleneck_summary(32, 32)
+        assert summary["latent_floats"] == latent[0].numel()
+        assert summary["compression_ratio"] == pytest.approx(3 * 32 * 32 / latent[0].numel())
+
+
+def test_stage_channels_and_reductions_match_torchvision() -> None:
+    resnet = Encoder("resnet50", weights=None)
+    assert resnet.stage_names == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert resnet.out_channels == [64, 256, 512, 1024, 2048]
+    assert resnet.reductions == [4, 4, 8, 16, 32]
+    vgg = Encoder("vgg16_bn", weights=None)
+    assert vgg.stage_names == [f"block{i}" for i in range(1, 6)]
+    assert vgg.out_channels == [64, 128, 256, 512, 512]
+    assert vgg.reductions == [2, 4, 8, 16, 32]
+
+
+def test_encoder_normalises_pixels_with_imagenet_statistics() -> None:
+    encoder = Encoder("resnet18", weights=None, depth=1)
+    raw = Encoder("resnet18", weights=None, depth=1, normalize=False)
+    raw.load_state_dict(encoder.state_dict())
+    images = torch.rand(1, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    encoder.eval(), raw.eval()
+    torch.testing.assert_close(encoder(images), raw((images - mean) / std))
+
+
+@pytest.mark.parametrize("mode", UPSAMPLE_MODES)
+def test_decoder_modes_undo_downsampling(mode: str) -> None:
+    decoder = Decoder(16, [64, 64, 128], [4, 4, 8], upsample=mode, width=0.5)
+    out = decoder(torch.randn(2, 16, 4, 4))
+    assert out.shape == (2, 3, 32, 32)
+
+
+def test_icnr_makes_pixel_shuffle_start_as_nearest_neighbour() -> None:
+    weight = icnr_(torch.empty(4 * 9, 5, 3, 3), scale=3)
+    groups = weight.view(4, 9, 5, 3, 3)
+    assert torch.equal(groups, groups[:, :1].expand_as(groups))
+    conv = torch.nn.Conv2d(5, 36, 3, padding=1, bias=False)
+    icnr_(conv.weight, 3)
+    shuffled = torch.nn.PixelShuffle(3)(conv(torch.randn(1, 5, 4, 4)))
+    blocks = shuffled.unfold(2, 3, 3).unfold(3, 3, 3)  # every 3x3 output block is constant
+    assert torch.allclose(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+def test_unknown_names_and_bad_sizes_fail_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="resnet18, resnet34"):
+        Encoder("resnet19", weights=None)
+    with pytest.raises(ConfigError, match=r"encoder.depth=6 .* Use 1 .. 5"):
+        Encoder("resnet18", weights=None, depth=6)
+    with pytest.raises(ConfigError, match="resize_conv, pixel_shuffle, transposed"):
+        Decoder(8, [64], [4], upsample="bilinear")
+    model = Autoencoder(Encoder("resnet18", weights=None, depth=5))
+    with pytest.raises(ConfigError, match=r"30x30 .*32x.*Nearest valid sizes: 32;"):
+        model.latent_shape(30, 30)
+
+
+def test_weights_load_from_a_torchvision_state_dict(tmp_path) -> None:
+    classifier = torchvision.models.resnet18(num_classes=10)  # another head: ignored
+    path = tmp_path / "resnet18.pt"
+    torch.save(classifier.state_dict(), path)
+    encoder = Encoder("resnet18", weights=str(path))
+    torch.testing.assert_close(encoder.stages["stem"][0].weight, classifier.conv1.weight)
+    torch.testing.assert_close(
+        encoder.stages["layer4"][1].bn2.running_var, classifier.layer4[1].bn2.running_var
+    )
+    # a Lightning-style wrapper with prefixed keys loads too
+    torch.save({"state_dict": {f"model.{k}": v for k, v in classifier.state_dict().items()}}, path)
+    wrapped = Encoder("resnet18", weights=str(path))
+    torch.testing.assert_close(
+        wrapped.stages["layer1"][0].conv1.weight, classifier.layer1[0].conv1.weight
+    )
+
+
+def test_weights_for_another_architecture_are_rejected(tmp_path) -> None:
+    path = tmp_path / "resnet50.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(ConfigError, match=r"does not fit encoder resnet18: .*another architecture"):
+        Encoder("resnet18", weights=str(path))
+    with pytest.raises(ResourceUnavailableError, match="no such file"):
+        Encoder("resnet18", weights=str(tmp_path / "missing.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="weights-only state dict"):
+        Encoder("resnet18", weights=str(garbage))
+
+
+def test_imagenet_weights_offline_name_the_local_alternatives(monkeypatch) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(ResourceUnavailableError) as error:
+        Encoder("resnet18", weights="imagenet")
+    message = str(error.value)
+    assert "ImageNet weights of resnet18" in message
+    assert "encoder.weights=PATH" in message and "encoder.weights=null" in message
+    assert "Temporary failure" in message
+
+
+def test_losses_and_their_weighted_sum() -> None:
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32)
+    prediction = (target + 0.1 * torch.randn_like(target)).clamp(0, 1)
+    mse = ReconstructionLoss({"mse": 1.0})(prediction, target)
+    l1 = ReconstructionLoss({"l1": 1.0})(prediction, target)
+    ssim = ReconstructionLoss({"ssim": 1.0})(prediction, target)
+    torch.testing.assert_close(mse, F.mse_loss(prediction, target))
+    torch.testing.assert_close(l1, F.l1_loss(prediction, target))
+    assert 0 < ssim < 1
+    assert ReconstructionLoss({"ssim": 1.0})(target, target) == pytest.approx(0.0, abs=1e-5)
+    combined = ReconstructionLoss({"mse": 1.0, "ssim": 0.5})(prediction, target)
+    torch.testing.assert_close(combined, mse + 0.5 * ssim)
+    with pytest.raises(ConfigError, match="mse, l1, ssim"):
+        ReconstructionLoss({"perceptual": 1.0})
+
+
+def test_metrics_are_computed_on_pixels() -> None:
+    model = Autoencoder(Encoder("resnet18", weights=None, depth=2), latent_channels=4)
+    target = torch.full((2, 3, 8, 8), 0.5)
+    prediction = target + 0.1  # MSE 0.01 -> PSNR 20 dB, MAE 0.1
+    model.test_metrics.update(prediction, target)
+    values = model.test_metrics.compute()
+    assert values["test/mse"] == pytest.approx(0.01, rel=1e-4)
+    assert values["test/mae"] == pytest.approx(0.1, rel=1e-4)
+    assert values["test/psnr"] == pytest.approx(20.0, rel=1e-4)
+    assert -1 <= values["test/ssim"] <= 1
+    assert math.isfinite(float(values["test/ssim"]))
+
+
+def test_parameter_groups_are_named_and_cover_every_parameter() -> None:
+    model = Autoencoder(Encoder("vgg11_bn", weights=None, depth=3), latent_channels=4)
+    groups = model.parameter_groups()
+    assert [g["name"] for g in groups] == [
+        "decoder",
+        "encoder.block1",
+        "encoder.block2",
+        "encoder.block3",
+    ]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
