@@ -28,5 +28,6 @@ def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("%s", error)
             raise
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(1)

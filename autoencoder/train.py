@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from autoencoder.config import instantiate
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.models.autoencoder import Autoencoder

@@ -1,0 +1,319 @@
+"""Two-phase fine-tuning: rate spreads, freezing, plateau detection, transitions, strategies."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from autoencoder.data import SyntheticDataModule
+from autoencoder.errors import ConfigError
+from autoencoder.finetuning import TwoPhaseFinetuning, plateau_update, slanted_triangular
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import Encoder
+from autoencoder.param_groups import spread_rates
+from autoencoder.train import train
+
+# ------------------------------------------------------------------------ rate spreads
+
+
+def test_factor_spread_divides_each_lower_stage() -> None:
+    rates = spread_rates(5, top_lr=1e-3, factor=2.6)
+    assert rates[-1] == pytest.approx(1e-3)
+    for lower, upper in itertools.pairwise(rates):
+        assert upper / lower == pytest.approx(2.6)
+    assert spread_rates(3, top_lr=1e-3, factor=1.0) == pytest.approx([1e-3] * 3)
+
+
+def test_geometric_pair_and_explicit_list() -> None:
+    assert spread_rates(3, lr_range=(1e-5, 1e-3)) == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert spread_rates(1, lr_range=(1e-5, 1e-3)) == pytest.approx([1e-3])
+    assert spread_rates(2, top_lr=1.0, rates=[0.1, 0.2]) == [0.1, 0.2]
+    with pytest.raises(ConfigError, match="one rate per stage"):
+        spread_rates(3, rates=[0.1, 0.2])
+    with pytest.raises(ConfigError, match="low <= high"):
+        spread_rates(3, lr_range=(1e-3, 1e-5))
+
+
+# -------------------------------------------------------------------- plateau detection
+
+
+def first_plateau(values, patience, mode="min", min_delta=0.0, relative=False) -> int | None:
+    best, wait = (math.inf if mode == "min" else -math.inf), 0
+    for index, value in enumerate(values):
+        _, best, wait = plateau_update(value, best, wait, mode, min_delta, relative)
+        if wait >= patience:
+            return index
+    return None
+
+
+def test_plateau_detection_on_metric_sequences() -> None:
+    assert first_plateau([1.0, 0.9, 0.8, 0.7], patience=1) is None
+    assert first_plateau([1.0, 0.9, 0.95, 0.96], patience=2) == 3
+    assert first_plateau([1.0, 0.9, 0.95, 0.85, 0.86], patience=2) is None
+    assert first_plateau([10.0, 11.0, 10.5], patience=1, mode="max") == 2
+    # absolute min_delta: 0.995 is not better than 1.0 by 0.01
+    assert first_plateau([1.0, 0.995], patience=1, min_delta=0.01) == 1
+    # relative min_delta: 99.5 is not 1% better than 100, 98 is
+    assert first_plateau([100.0, 99.5], patience=1, min_delta=0.01, relative=True) == 1
+    assert first_plateau([100.0, 98.0], patience=1, min_delta=0.01, relative=True) is None
+
+
+def test_slanted_triangular_shape() -> None:
+    total = 100
+    values = [slanted_triangular(step, total) for step in range(total + 1)]
+    assert values[0] == pytest.approx(1 / 32)
+    assert max(values) == pytest.approx(1.0)
+    assert values.index(max(values)) == 10  # cut_frac 0.1
+    assert values[-1] == pytest.approx(1 / 32)
+
+
+def test_invalid_options_fail_at_construction() -> None:
+    with pytest.raises(ConfigError, match="bn_policy"):
+        TwoPhaseFinetuning(bn_policy="frozen")
+    with pytest.raises(ConfigError, match="max_frozen_epochs=1 is below"):
+        TwoPhaseFinetuning(min_frozen_epochs=2, max_frozen_epochs=1)
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def tiny_model(depth: int = 3, **kwargs) -> Autoencoder:
+    return Autoencoder(Encoder("resnet18", weights=None, depth=depth), latent_channels=8, **kwargs)
+
+
+def batchnorms(module: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
+    model = tiny_model()
+    model.encoder.set_trainable(0, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.train()  # must not switch the frozen BatchNorm back to training
+    assert all(not bn.training for bn in batchnorms(model.encoder))
+    assert all(bn.training for bn in batchnorms(model.decoder))
+    model(torch.rand(2, 3, 32, 32)).mean().backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+    model.encoder.set_trainable(1, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(torch.rand(2, 3, 32, 32)).mean().backward()
+    assert all(p.grad is not None for p in model.encoder.stages["layer2"].parameters())
+    assert all(p.grad is None for p in model.encoder.stages["layer1"].parameters())
+    assert all(bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
+    assert all(not bn.training for bn in batchnorms(model.encoder.stages["stem"]))
+
+
+def test_bn_options_train_frozen_bn_and_eval_trainable_bn() -> None:
+    model = tiny_model()
+    model.encoder.set_trainable(1, frozen_bn_eval=False, trainable_bn_eval=True)
+    model.train()
+    assert all(bn.training for bn in batchnorms(model.encoder.stages["stem"]))
+    assert all(not bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
+
+
+# ------------------------------------------------------------------ integration (fits)
+
+
+class Recorder(pl.Callback):
+    """Records, at every training step, the phase, each group's rate and the group count."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+        self.encoder_after_epoch: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        finetuning = next(c for c in trainer.callbacks if isinstance(c, TwoPhaseFinetuning))
+        groups = trainer.optimizers[0].param_groups
+        self.steps.append(
+            {
+                "step": trainer.global_step,
+                "phase": finetuning.phase,
+                "groups": len(groups),
+                "lr": {g["name"]: g["lr"] for g in groups},
+                "encoder_bn_training": [bn.training for bn in batchnorms(pl_module.encoder)],
+            }
+        )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.encoder_after_epoch.append(
+            {k: v.detach().clone() for k, v in pl_module.encoder.state_dict().items()}
+        )
+
+
+def fit(callback: TwoPhaseFinetuning, max_epochs: int = 4, **trainer_kwargs) -> tuple:
+    pl.seed_everything(0)
+    model = tiny_model()
+    initial = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    recorder = Recorder()
+    datamodule = SyntheticDataModule(num_train=64, num_val=32, num_test=32, batch_size=16)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        callbacks=[callback, recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return model, recorder, initial
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identical() -> None:
+    callback = TwoPhaseFinetuning(
+        encoder_lr=1e-3,
+        factor=2.0,
+        patience=None,
+        min_frozen_epochs=2,
+        max_frozen_epochs=2,
+        warmup_steps=4,
+    )
+    model, recorder, initial = fit(callback, max_epochs=4)
+    steps = recorder.steps
+    assert len(steps) == 16 and all(s["groups"] == 4 for s in steps)
+    assert callback.transition_epoch == 1 and callback.transition_step == 8
+    assert [s["phase"] for s in steps] == [1] * 8 + [2] * 8  # fired once, never went back
+    assert callback.unfreeze_steps == {"stem": 8, "layer1": 8, "layer2": 8}
+
+    for s in steps[:8]:  # phase 1: decoder only, encoder rates 0, BN in eval
+        assert s["lr"] == {
+            "decoder": 1e-3,
+            "encoder.stem": 0.0,
+            "encoder.layer1": 0.0,
+            "encoder.layer2": 0.0,
+        }
+        assert not any(s["encoder_bn_training"])
+    peaks = {"encoder.stem": 2.5e-4, "encoder.layer1": 5e-4, "encoder.layer2": 1e-3}
+    for k, s in enumerate(steps[8:12]):  # linear warm-up over 4 steps
+        for name, peak in peaks.items():
+            assert s["lr"][name] == pytest.approx(peak * (k + 1) / 4)
+        assert s["lr"]["decoder"] == pytest.approx(1e-3)
+    for s in steps[12:]:
+        for name, peak in peaks.items():
+            assert s["lr"][name] == pytest.approx(peak)
+    assert not any(steps[-1]["encoder_bn_training"])  # bn_policy eval in phase 2 too
+
+    # encoder (weights and BN statistics) bit-identical through phase 1, changed in phase 2
+    assert same(recorder.encoder_after_epoch[1], initial)
+    final = recorder.encoder_after_epoch[-1]
+    assert not torch.equal(
+        final["stages.layer2.0.conv1.weight"], initial["stages.layer2.0.conv1.weight"]
+    )
+    assert not torch.equal(final["stages.stem.0.weight"], initial["stages.stem.0.weight"])
+    assert all(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
+    # min_delta=1 makes every check after the first a non-improvement: a plateau
+    callback = TwoPhaseFinetuning(
+        patience=1, min_delta=1.0, min_frozen_epochs=1, max_frozen_epochs=None, warmup_steps=0
+    )
+    _, recorder, _ = fit(callback, max_epochs=2, val_check_interval=0.5)
+    # validations after 2 and 4 steps; the one at 1.0 epochs (step 4) is the first allowed
+    assert callback.transition_step == 4 and callback.transition_epoch == 0
+    assert [s["phase"] for s in recorder.steps] == [1] * 4 + [2] * 4
+    assert recorder.steps[4]["lr"]["encoder.layer2"] == pytest.approx(1e-3)
+
+
+def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
+    callback = TwoPhaseFinetuning(
+        factor=2.0,
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        warmup_steps=0,
+        gradual=True,
+        gradual_every="epoch",
+    )
+    _, recorder, _ = fit(callback, max_epochs=4)
+    assert callback.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
+    lr = [s["lr"] for s in recorder.steps]
+    assert lr[4]["encoder.layer2"] > 0 and lr[4]["encoder.layer1"] == 0
+    assert lr[8]["encoder.layer1"] > 0 and lr[8]["encoder.stem"] == 0
+    assert lr[12]["encoder.stem"] == pytest.approx(2.5e-4)
+
+
+def test_monitor_that_is_never_logged_is_reported() -> None:
+    callback = TwoPhaseFinetuning(monitor="val/typo", max_frozen_epochs=None)
+    with pytest.raises(ConfigError, match=r"finetune.monitor='val/typo' .* val/loss"):
+        fit(callback, max_epochs=1)
+
+
+# --------------------------------------------------------- strategies, through Hydra
+
+
+def run_strategy(compose_cfg, tmp_path, *overrides: str) -> tuple[dict, list[dict]]:
+    cfg = compose_cfg(
+        "experiment=smoke",
+        "data.num_train=64",
+        "data.num_val=32",
+        "data.num_test=32",
+        "data.batch_size=16",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "test=false",
+        *overrides,
+        output_dir=tmp_path / "run",
+    )
+    summary = train(cfg)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("lr-AdamW/decoder")]
+    return summary, [{k: float(v) for k, v in row.items() if v} for row in rows]
+
+
+ENCODER_LRS = ("lr-AdamW/encoder.stem", "lr-AdamW/encoder.layer1", "lr-AdamW/encoder.layer2")
+
+
+def test_full_strategy_trains_everything_from_step_zero_at_one_rate(compose_cfg, tmp_path) -> None:
+    summary, rows = run_strategy(compose_cfg, tmp_path, "finetune=full", "trainer.max_epochs=1")
+    assert summary["transition_epoch"] == 0
+    assert rows[0]["step"] == 0
+    assert all(row[name] == pytest.approx(1e-3) for row in rows for name in ENCODER_LRS)
+
+
+def test_frozen_strategy_never_unfreezes(compose_cfg, tmp_path) -> None:
+    summary, rows = run_strategy(compose_cfg, tmp_path, "finetune=frozen", "trainer.max_epochs=2")
+    assert summary["transition_epoch"] is None
+    assert all(row[name] == 0.0 for row in rows for name in ENCODER_LRS)
+    assert all(row["lr-AdamW/decoder"] == pytest.approx(1e-3) for row in rows)
+
+
+def test_epoch_strategy_unfreezes_at_the_fixed_epoch(compose_cfg, tmp_path) -> None:
+    summary, rows = run_strategy(
+        compose_cfg,
+        tmp_path,
+        "finetune=epoch",
+        "finetune.min_frozen_epochs=1",
+        "finetune.max_frozen_epochs=1",
+        "trainer.max_epochs=2",
+    )
+    assert summary["transition_epoch"] == 0
+    before = [row for row in rows if row["step"] < 4]
+    after = [row for row in rows if row["step"] >= 4]
+    assert before and after
+    assert all(row[name] == 0.0 for row in before for name in ENCODER_LRS)
+    assert all(row[name] == pytest.approx(1e-4) for row in after for name in ENCODER_LRS)
+
+
+def test_two_phase_strategy_in_the_smoke_experiment(compose_cfg, tmp_path) -> None:
+    summary, rows = run_strategy(
+        compose_cfg, tmp_path, "trainer.max_epochs=3", "finetune.patience=null",
+        "finetune.max_frozen_epochs=2", "finetune.warmup_steps=8",
+    )
+    assert summary["transition_epoch"] == 1
+    phase = {row["step"]: row["lr-AdamW/encoder.layer2"] for row in rows}
+    assert phase[0] == 0.0 and phase[7] == 0.0
+    assert 0.0 < phase[8] < phase[11]  # warming up after the transition at step 8
