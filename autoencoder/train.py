@@ -73,10 +73,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-        best_ckpt = (
-            checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-        )
+        # read before testing: loading the best checkpoint also restores callback states
+        transition_epoch = finetuning.transition_epoch
+        best_ckpt = _best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
         if cfg.get("test") and not trainer.fast_dev_run:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
@@ -84,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary = {
             **{name: test_metrics.get(name) for name in TEST_METRICS},
             **model.bottleneck_info,
-            "transition_epoch": finetuning.transition_epoch,
+            "transition_epoch": transition_epoch,
             "best_ckpt": best_ckpt,
             cfg.optimized_metric: float(optimized) if optimized is not None else None,
         }
@@ -96,6 +95,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / "metrics.json")
     return summary
+
+
+def _best_checkpoint(callbacks: list[Callback]) -> str | None:
+    """Path of the best checkpoint by the monitored metric, if one was saved."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return None
 
 
 def _finish_loggers(loggers: list[Logger], failed: bool) -> None:

@@ -310,8 +310,12 @@ def test_epoch_strategy_unfreezes_at_the_fixed_epoch(compose_cfg, tmp_path) -> N
 
 def test_two_phase_strategy_in_the_smoke_experiment(compose_cfg, tmp_path) -> None:
     summary, rows = run_strategy(
-        compose_cfg, tmp_path, "trainer.max_epochs=3", "finetune.patience=null",
-        "finetune.max_frozen_epochs=2", "finetune.warmup_steps=8",
+        compose_cfg,
+        tmp_path,
+        "trainer.max_epochs=3",
+        "finetune.patience=null",
+        "finetune.max_frozen_epochs=2",
+        "finetune.warmup_steps=8",
     )
     assert summary["transition_epoch"] == 1
     phase = {row["step"]: row["lr-AdamW/encoder.layer2"] for row in rows}

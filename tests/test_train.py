@@ -1,0 +1,170 @@
+"""End-to-end training jobs: Hydra composition, metrics.json, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoencoder.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = (
+    "experiment=smoke",
+    "data.num_train=64",
+    "data.num_val=32",
+    "data.num_test=32",
+    "data.batch_size=16",
+    "trainer.enable_progress_bar=false",
+)
+# Transition forced after 2 epochs, with a warm-up that runs into the 4th epoch.
+SCHEDULE = (
+    "finetune.patience=null",
+    "finetune.max_frozen_epochs=2",
+    "finetune.warmup_steps=6",
+    "trainer.deterministic=true",
+    # test the final weights: a resumed run in a new folder tracks its own best checkpoint
+    "callbacks.model_checkpoint.save_top_k=0",
+)
+METRIC_KEYS = {
+    "test/mse",
+    "test/mae",
+    "test/psnr",
+    "test/ssim",
+    "latent_floats",
+    "compression_ratio",
+    "transition_epoch",
+    "best_ckpt",
+}
+
+
+def read_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_compose_and_train_on_arrays_writes_metrics_and_checkpoints(
+    compose_cfg, arrays_dir, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    cfg = compose_cfg(
+        "data=arrays",
+        f"data.path={arrays_dir}",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "encoder.weights=null",
+        "encoder.depth=3",
+        "model.latent_channels=16",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        output_dir=out,
+    )
+    summary = train(cfg)
+    metrics = read_metrics(out)
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics == json.loads(json.dumps(summary))
+    assert 5 < metrics["test/psnr"] < 60 and 0 < metrics["test/mse"] < 0.1
+    assert metrics["latent_floats"] == 16 * 4 * 4 and metrics["compression_ratio"] == 12.0
+    assert Path(metrics["best_ckpt"]).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("stop_after", [1, 3], ids=["resume-in-phase-1", "resume-in-phase-2"])
+def test_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path, stop_after: int) -> None:
+    full = tmp_path / "full"
+    reference = train(compose_cfg(*SMALL, *SCHEDULE, "trainer.max_epochs=4", output_dir=full))
+
+    part = tmp_path / "part"
+    first = train(
+        compose_cfg(*SMALL, *SCHEDULE, f"trainer.max_epochs={stop_after}", output_dir=part)
+    )
+    assert first["transition_epoch"] == (None if stop_after == 1 else 1)
+    last = part / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    saved = next(v for k, v in state["callbacks"].items() if "TwoPhaseFinetuning" in k)
+    assert saved["phase"] == (1 if stop_after == 1 else 2)
+
+    resumed_dir = tmp_path / "resumed"
+    resumed = train(
+        compose_cfg(
+            *SMALL, *SCHEDULE, "trainer.max_epochs=4", f"ckpt_path={last}", output_dir=resumed_dir
+        )
+    )
+    assert (resumed["transition_epoch"], reference["transition_epoch"]) == (1, 1)
+    for key in ("val/psnr", "test/mse", "test/psnr", "test/ssim"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
+    final = torch.load(
+        resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    expected = torch.load(
+        full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=1e-5, atol=1e-6)
+    lrs = [g["lr"] for g in final["optimizer_states"][0]["param_groups"]]
+    assert lrs == pytest.approx([g["lr"] for g in expected["optimizer_states"][0]["param_groups"]])
+
+
+def test_debug_fast_runs_one_batch(compose_cfg, tmp_path) -> None:
+    summary = train(compose_cfg(*SMALL, "debug=fast", output_dir=tmp_path / "fast"))
+    assert summary["latent_floats"] == 256 and summary["test/psnr"] is None
+
+
+def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def test_train_script_trains_then_resumes_from_its_checkpoint(tmp_path) -> None:
+    run_dir = tmp_path / "script"
+    first = run_script(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert set(metrics) >= METRIC_KEYS and metrics["test/psnr"] > 5
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed_dir = tmp_path / "resumed"
+    second = run_script(
+        *SMALL, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={resumed_dir}"
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in second.stdout + second.stderr
+    state = torch.load(
+        resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert state["epoch"] == 2  # epochs 0 and 1 came from the checkpoint, epoch 2 was trained
+
+
+def test_offline_default_run_stops_before_training_with_the_fixes(tmp_path) -> None:
+    # An unreachable proxy makes every download fail fast, as on a machine without network.
+    offline = {
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
+    result = run_script(
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", env=offline
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    text = "\n".join(errors)
+    assert (
+        "CIFAR-10 is not in" in text and "data=arrays data.path=" in text and "data.root=" in text
+    )
+    assert "ImageNet weights of resnet18" in text and "encoder.weights=PATH" in text
+    assert not (tmp_path / "run" / "checkpoints").exists()
