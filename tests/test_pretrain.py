@@ -1,0 +1,131 @@
+"""Pretraining an encoder as a classifier: end to end, weights transfer, user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from autoencoder.errors import ConfigError
+from autoencoder.models.encoders import Encoder
+from autoencoder.pretrain import Classifier, pretrain, save_encoder_weights
+from tests.conftest import CONFIG_DIR, make_images
+
+REPO = Path(__file__).resolve().parents[1]
+# A few steps on 2 CPU cores: a ResNet-18 step takes about a second there.
+FAST = (
+    "trainer.max_epochs=1",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+)
+
+
+@pytest.fixture
+def compose_pretrain(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Compose the pretraining config with overrides, writing outputs under ``tmp_path``."""
+    GlobalHydra.instance().clear()
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="pretrain", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def test_pretrain_saves_weights_that_load_as_encoder(
+    arrays_dir: Path, compose_pretrain: Callable[..., DictConfig]
+) -> None:
+    cfg = compose_pretrain("encoder=resnet18", "data=arrays", f"data.path={arrays_dir}", *FAST)
+    summary = pretrain(cfg)
+
+    weights = Path(cfg.paths.output_dir) / "encoder_weights.pt"
+    assert weights.is_file() and summary["weights_path"] == str(weights.resolve())
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["name"] == "resnet18" and metrics["num_classes"] == 10
+    assert math.isfinite(metrics["test/acc"]) and 0.0 <= metrics["test/acc"] <= 1.0
+    assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["val/acc"] <= 1.0
+
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    assert saved["fc.weight"].shape == (10, 512)
+    encoder = Encoder("resnet18", weights=str(weights), depth=5)
+    assert torch.equal(encoder.stages["stem"][0].weight, saved["conv1.weight"])
+
+
+def test_vgg_classifier_runs_on_32px_and_its_weights_load_as_encoder(tmp_path: Path) -> None:
+    # The whole pipeline is too slow for a test with VGG: its 120M-parameter classifier
+    # head takes seconds per training step on a CPU.
+    classifier = Classifier("vgg11_bn", num_classes=10).eval()
+    with torch.no_grad():
+        assert classifier(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    weights = tmp_path / "vgg.pt"
+    save_encoder_weights(classifier, weights)
+    encoder = Encoder("vgg11_bn", weights=str(weights), depth=5)
+    assert torch.equal(encoder.stages["block1"][0].weight, classifier.net.features[0].weight)
+
+
+def _arrays(folder: Path, labelled: dict[str, bool]) -> Path:
+    folder.mkdir()
+    for split, count in (("train", 32), ("test", 8)):
+        labels = np.arange(count) % 4 if labelled[split] else None
+        extra = {} if labels is None else {"labels": labels}
+        np.savez(folder / f"{split}.npz", images=make_images(count), **extra)
+    return folder
+
+
+def test_unlabelled_data_is_a_config_error(
+    tmp_path: Path, compose_pretrain: Callable[..., DictConfig]
+) -> None:
+    folder = _arrays(tmp_path / "unlabelled", {"train": False, "test": False})
+    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST)
+    with pytest.raises(ConfigError, match="data=arrays needs a 'labels' array"):
+        pretrain(cfg)
+
+
+def test_a_split_without_labels_is_a_config_error(
+    tmp_path: Path, compose_pretrain: Callable[..., DictConfig]
+) -> None:
+    folder = _arrays(tmp_path / "half_labelled", {"train": False, "test": True})
+    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST)
+    with pytest.raises(ConfigError, match=r"split has unlabelled images.*'labels' array"):
+        pretrain(cfg)
+
+
+def test_script_writes_weights(arrays_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "script_run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "pretrain_encoder.py"),
+            "encoder=resnet18",
+            "data=arrays",
+            f"data.path={arrays_dir}",
+            *FAST,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "encoder_weights.pt").is_file()
+    assert f"use encoder.weights={run_dir / 'encoder_weights.pt'}" in result.stdout + result.stderr
