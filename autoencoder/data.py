@@ -27,7 +27,7 @@ import torch
 import torchvision
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, Sampler, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, random_split
 from torchvision.transforms import v2
 
 from autoencoder.errors import ConfigError, ResourceUnavailableError
@@ -201,6 +201,9 @@ class ImageDataModule(pl.LightningDataModule):
             has no validation split.
         split_seed: Seed of the train/val(/test) split; fixed so runs are comparable.
         pin_memory: Pin batches in page-locked memory (faster host-to-GPU copies).
+        train_subset: Keep only this many training images (a fixed random subset drawn with
+            ``split_seed``, after the validation split is carved) for low-data experiments;
+            ``None`` keeps them all. Validation and test sets are unchanged.
     """
 
     def __init__(
@@ -214,8 +217,14 @@ class ImageDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         pin_memory: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__()
+        self.train_subset = (
+            None
+            if train_subset is None
+            else _check_positive_int("train_subset", train_subset, 5000)
+        )
         self.batch_size = _check_positive_int("batch_size", batch_size, 128)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(
@@ -270,6 +279,10 @@ class ImageDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         train, val, test = self._build_splits()
+        if self.train_subset is not None and self.train_subset < len(train):  # type: ignore[arg-type]
+            generator = torch.Generator().manual_seed(self.split_seed)
+            keep = torch.randperm(len(train), generator=generator)[: self.train_subset]  # type: ignore[arg-type]
+            train = Subset(train, sorted(keep.tolist()))
         self.train_set = _TransformedDataset(train, self._transform(train=True))
         self.val_set = _TransformedDataset(val, self._transform(train=False))
         self.test_set = _TransformedDataset(test, self._transform(train=False))

@@ -374,3 +374,17 @@ def test_hydra_config_instantiates(name: str, tmp_path: Path) -> None:
     assert dm.batch_size == node.batch_size and dm.image_size == node.image_size
     if name != "synthetic":
         assert Path(dm.root if hasattr(dm, "root") else dm.path) == tmp_path
+
+
+def test_train_subset_keeps_a_fixed_low_data_split(arrays_dir) -> None:
+    full = ArraysDataModule(path=arrays_dir, val_fraction=0.25)
+    small = ArraysDataModule(path=arrays_dir, val_fraction=0.25, train_subset=20)
+    again = ArraysDataModule(path=arrays_dir, val_fraction=0.25, train_subset=20)
+    for module in (full, small, again):
+        module.setup("fit")
+    assert len(full.train_set) == 72 and len(small.train_set) == 20
+    assert len(small.val_set) == len(full.val_set) == 24
+    first = torch.stack([small.train_set[i][0] for i in range(20)])
+    torch.testing.assert_close(first, torch.stack([again.train_set[i][0] for i in range(20)]))
+    with pytest.raises(ConfigError, match="train_subset"):
+        ArraysDataModule(path=arrays_dir, train_subset=0)
