@@ -6,6 +6,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig
 
 from autoencoder.errors import AutoencoderError
 
@@ -22,3 +23,10 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         if cause is None:
             raise
         raise cause from None
+
+
+def instantiate_all(section: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a config mapping (callbacks, loggers)."""
+    if not section:
+        return []
+    return [instantiate(entry) for entry in section.values() if entry is not None]

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from autoencoder.errors import ConfigError
 
@@ -65,3 +65,10 @@ def wandb_logger(
         log_model=log_model if resolved == "online" else False,
         mode=resolved,
     )
+
+
+def finish_loggers(loggers: Sequence[Logger], failed: bool) -> None:
+    """Close W&B runs (marked failed when the job failed), so every job gets its own run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish(exit_code=1 if failed else 0)

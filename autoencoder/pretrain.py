@@ -26,12 +26,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
-from autoencoder.config import instantiate
+from autoencoder.config import instantiate, instantiate_all
 from autoencoder.data import ArraysDataModule, FolderDataModule
 from autoencoder.errors import ConfigError
+from autoencoder.logging import finish_loggers
 from autoencoder.models.encoders import ENCODER_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from autoencoder.param_groups import SCHEDULES, schedule_multiplier
-from autoencoder.train import _finish_loggers, _instantiate_dict
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
     num_classes = _num_classes(datamodule)
     classifier: Classifier = instantiate(cfg.classifier, num_classes=num_classes)
-    callbacks: list[Callback] = _instantiate_dict(cfg.callbacks)
-    loggers: list[Logger] = _instantiate_dict(cfg.get("logger"))
+    callbacks: list[Callback] = instantiate_all(cfg.callbacks)
+    loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -247,7 +247,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
         failed = False
     finally:
-        _finish_loggers(loggers, failed)
+        finish_loggers(loggers, failed)
 
     weights_path = Path(cfg.output_weights).expanduser().resolve()
     summary = {

@@ -11,25 +11,19 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from autoencoder.config import instantiate
+from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
+from autoencoder.logging import finish_loggers
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 
 log = logging.getLogger(__name__)
 
 TEST_METRICS = ("test/loss", "test/mse", "test/mae", "test/psnr", "test/ssim")
-
-
-def _instantiate_dict(section: DictConfig | None) -> list[Any]:
-    """Instantiate every non-null entry of a config mapping (callbacks, loggers)."""
-    if not section:
-        return []
-    return [instantiate(entry) for entry in section.values() if entry is not None]
 
 
 def _build_data_and_encoder(cfg: DictConfig) -> tuple[pl.LightningDataModule, Encoder]:
@@ -63,8 +57,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
     )
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
-    callbacks: list[Callback] = [*_instantiate_dict(cfg.callbacks), finetuning]
-    loggers: list[Logger] = _instantiate_dict(cfg.get("logger"))
+    callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
+    loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -75,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         # read before testing: loading the best checkpoint also restores callback states
         transition_epoch = finetuning.transition_epoch
-        best_ckpt = _best_checkpoint(callbacks)
+        best_ckpt = best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
         if cfg.get("test") and not trainer.fast_dev_run:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
@@ -89,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         failed = False
     finally:
-        _finish_loggers(loggers, failed)
+        finish_loggers(loggers, failed)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -97,19 +91,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _best_checkpoint(callbacks: list[Callback]) -> str | None:
+def best_checkpoint(callbacks: list[Callback]) -> str | None:
     """Path of the best checkpoint by the monitored metric, if one was saved."""
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
             return callback.best_model_path
     return None
-
-
-def _finish_loggers(loggers: list[Logger], failed: bool) -> None:
-    """Close W&B runs so that the next job of a sweep gets a run of its own."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish(exit_code=1 if failed else 0)
 
 
 def optimized_value(summary: dict[str, Any], metric: str) -> float:

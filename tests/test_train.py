@@ -168,3 +168,31 @@ def test_offline_default_run_stops_before_training_with_the_fixes(tmp_path) -> N
     )
     assert "ImageNet weights of resnet18" in text and "encoder.weights=PATH" in text
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> None:
+    run_dir, probe = tmp_path / "ddp", tmp_path / "probe"
+    result = run_script(
+        *SMALL,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=3",
+        "finetune.patience=null",
+        "finetune.max_frozen_epochs=1",
+        "finetune.warmup_steps=2",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        f"+callbacks.rank_probe.folder={probe}",
+        env={"PL_DISABLE_FORK": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2
+    assert ranks[0] == ranks[1]  # same phase, same transition step, same rates, same weights
+    # 64 images over 2 ranks in batches of 16: 2 steps per epoch, transition after epoch 0
+    assert ranks[0]["phase"] == 2 and ranks[0]["transition_step"] == 2
+    metrics = read_metrics(run_dir)
+    assert metrics["transition_epoch"] == 0 and metrics["test/psnr"] > 5
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".json")) == ["metrics.json"]

@@ -1,0 +1,31 @@
+"""A callback for the DDP test: each rank writes what it ended with, to compare ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from autoencoder.finetuning import TwoPhaseFinetuning
+
+
+class RankProbe(pl.Callback):
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        finetuning = next(c for c in trainer.callbacks if isinstance(c, TwoPhaseFinetuning))
+        encoder = torch.cat([p.detach().flatten() for p in pl_module.encoder.parameters()])
+        record = {
+            "world_size": trainer.world_size,
+            "phase": finetuning.phase,
+            "transition_step": finetuning.transition_step,
+            "unfreeze_steps": finetuning.unfreeze_steps,
+            "lrs": [g["lr"] for g in trainer.optimizers[0].param_groups],
+            "encoder_sum": float(encoder.double().sum()),
+            "encoder_abs_sum": float(encoder.double().abs().sum()),
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
