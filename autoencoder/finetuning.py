@@ -289,6 +289,15 @@ class TwoPhaseFinetuning(pl.Callback):
             for name, rate in peaks.items()
             if name == DECODER_GROUP or name.removeprefix("encoder.") in self.unfreeze_steps
         )
+        if self.transition_step == step:
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {
+                        "finetune/transition_epoch": self.transition_epoch,
+                        "finetune/transition_step": step,
+                    },
+                    step=step,
+                )
         rank_zero_info(
             f"finetune: unfroze {', '.join(newly)} at epoch {trainer.current_epoch}, step {step} "
             f"(phase 2); peak rates {summary}; warm-up {self.resolved_warmup_steps} steps, "

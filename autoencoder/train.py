@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
@@ -17,11 +18,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
-from autoencoder.logging import finish_loggers
+from autoencoder.logging import finish_loggers, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 
 log = logging.getLogger(__name__)
+# Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 TEST_METRICS = ("test/loss", "test/mse", "test/mae", "test/psnr", "test/ssim")
 
@@ -57,14 +60,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
     )
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
+    if cfg.encoder.get("weights") is None and finetuning.max_frozen_epochs != 0:
+        log.warning(
+            "encoder.weights=null with a frozen phase: the decoder first trains on a frozen, "
+            "randomly initialised encoder. To train from scratch, use finetune=full."
+        )
     callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
+    # From here on a failure still closes the logger runs (W&B: as failed), so the next job
+    # of a multirun gets a run of its own instead of logging into this one.
     failed = True
     try:
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        for logger in loggers:
+            logger.log_hyperparams(run_config(cfg))
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         # read before testing: loading the best checkpoint also restores callback states

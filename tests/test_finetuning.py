@@ -321,3 +321,21 @@ def test_two_phase_strategy_in_the_smoke_experiment(compose_cfg, tmp_path) -> No
     phase = {row["step"]: row["lr-AdamW/encoder.layer2"] for row in rows}
     assert phase[0] == 0.0 and phase[7] == 0.0
     assert 0.0 < phase[8] < phase[11]  # warming up after the transition at step 8
+
+
+def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None:
+    callback = TwoPhaseFinetuning(
+        encoder_lr=1e-3,
+        factor=2.0,
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        schedule="stlr",
+    )
+    _, recorder, _ = fit(callback, max_epochs=3)
+    assert callback.transition_step == 4 and callback.total_steps == 12
+    for s in recorder.steps[4:]:
+        expected = 1e-3 * slanted_triangular(s["step"] - 4, 12 - 4)
+        assert s["lr"]["encoder.layer2"] == pytest.approx(expected)
+        assert s["lr"]["encoder.stem"] == pytest.approx(expected / 4)
+        assert s["lr"]["decoder"] == pytest.approx(1e-3)

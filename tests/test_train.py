@@ -196,3 +196,24 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
     metrics = read_metrics(run_dir)
     assert metrics["transition_epoch"] == 0 and metrics["test/psnr"] > 5
     assert sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".json")) == ["metrics.json"]
+
+
+def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> None:
+    summary = train(compose_cfg("experiment=smoke", "trainer.enable_progress_bar=false"))
+    assert summary["transition_epoch"] is not None and summary["transition_epoch"] < 3
+    assert summary["test/psnr"] > 10
+
+
+def test_logger_none_and_wandb_offline(compose_cfg, tmp_path, monkeypatch) -> None:
+    quick = (*SMALL, "trainer.max_epochs=1", "test=false")
+    none = train(compose_cfg(*quick, "logger=none", output_dir=tmp_path / "none"))
+    assert none["val/psnr"] is not None
+    assert not (tmp_path / "none" / "csv").exists() and not (tmp_path / "none" / "wandb").exists()
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no credentials
+    train(compose_cfg(*quick, "logger=wandb", output_dir=tmp_path / "wb"))
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
