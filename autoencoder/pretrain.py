@@ -30,7 +30,7 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.data import ArraysDataModule, FolderDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.logging import finish_loggers
-from autoencoder.models.encoders import ENCODER_NAMES, IMAGENET_MEAN, IMAGENET_STD
+from autoencoder.models.encoders import IMAGENET_MEAN, IMAGENET_STD, check_encoder_name
 from autoencoder.param_groups import SCHEDULES, schedule_multiplier
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,7 @@ class Classifier(pl.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        if name not in ENCODER_NAMES:
-            raise ConfigError(
-                f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} "
-                f"(set encoder=NAME)."
-            )
+        check_encoder_name(name)
         if num_classes < 2:
             raise ConfigError(
                 f"pretraining needs at least 2 classes, but the data has {num_classes}. "

@@ -35,6 +35,15 @@ _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
 _HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
 
 
+def check_encoder_name(name: str) -> None:
+    """Raise a :class:`ConfigError` listing the valid names when ``name`` is not one."""
+    if name not in ENCODER_NAMES:
+        raise ConfigError(
+            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} "
+            f"(set encoder=NAME)."
+        )
+
+
 def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     return OrderedDict(
@@ -114,11 +123,7 @@ class Encoder(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if name not in ENCODER_NAMES:
-            raise ConfigError(
-                f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} "
-                f"(set encoder=NAME)."
-            )
+        check_encoder_name(name)
         self.name = name
         net = (
             torchvision.models.get_model(name, weights=None)
