@@ -5,8 +5,13 @@ from __future__ import annotations
 import netrc
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from autoencoder.errors import ConfigError
@@ -51,8 +56,12 @@ def wandb_logger(
 
     Offline runs are written under ``save_dir/wandb`` and can be uploaded later with
     ``wandb sync``. W&B refuses model artifacts offline, so ``log_model`` is dropped there.
+    In a Hydra multirun, ``group`` and ``name`` default to the sweep and the job
+    (:func:`multirun_group_and_name`).
     """
     resolved = resolve_wandb_mode(mode)
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    group, name = multirun_group_and_name(hydra, group, name)
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(
         project=project,
@@ -65,6 +74,32 @@ def wandb_logger(
         log_model=log_model if resolved == "online" else False,
         mode=resolved,
     )
+
+
+def multirun_group_and_name(
+    hydra: DictConfig | None, group: str | None, name: str | None
+) -> tuple[str | None, str | None]:
+    """Group and name of a job's W&B run, given the Hydra config of the job (if any).
+
+    In a multirun, a ``null`` group becomes the sweep folder's name, so a sweep's runs are
+    grouped together, and a ``null`` name becomes ``job{num}`` followed by the job's
+    overrides, so the runs in a group tell apart. Values that are set are kept.
+    """
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        return group, name
+    if group is None:
+        group = Path(hydra.sweep.dir).name
+    if name is None:
+        overrides = hydra.job.override_dirname
+        name = f"job{hydra.job.num} {overrides}" if overrides else f"job{hydra.job.num}"
+    return group, name
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """A job's config as loggers record it: every ``${...}`` resolved, plus ``overrides``, the
+    command-line overrides of the job (empty outside a Hydra application)."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return {**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides}
 
 
 def finish_loggers(loggers: Sequence[Logger], failed: bool) -> None:

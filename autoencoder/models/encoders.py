@@ -39,8 +39,7 @@ def check_encoder_name(name: str) -> None:
     """Raise a :class:`ConfigError` listing the valid names when ``name`` is not one."""
     if name not in ENCODER_NAMES:
         raise ConfigError(
-            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} "
-            f"(set encoder=NAME)."
+            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} (set encoder=NAME)."
         )
 
 

@@ -1,0 +1,116 @@
+"""Training callbacks: reconstructions of a fixed set of images, logged as grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import default_collate
+from torchvision.utils import make_grid, save_image
+
+from autoencoder.errors import ConfigError
+
+LAYOUT = "top row: images, bottom row: reconstructions"
+
+
+class ReconstructionImages(Callback):
+    """Log the first ``num_images`` validation images beside their reconstructions.
+
+    The same images are shown at every validation (taken once from the validation set and
+    kept on the module's device), so the grids show how the reconstructions improve; after
+    testing, the first ``num_images`` test images are shown too. Grids go to every W&B
+    logger with ``log_image`` (keys ``val/reconstructions`` and ``test/reconstructions``);
+    without one they are saved as ``dirpath/val_epoch{NNN}.png`` and ``dirpath/test.png``.
+    Only rank 0 computes and logs them.
+
+    Args:
+        num_images: images per grid.
+        dirpath: folder for the PNG files when no W&B logger is attached.
+    """
+
+    def __init__(self, num_images: int = 16, dirpath: str | Path = "reconstructions") -> None:
+        if num_images < 1:
+            raise ConfigError(
+                f"callbacks.reconstructions.num_images must be >= 1, got {num_images}."
+            )
+        self.num_images = num_images
+        self.dirpath = Path(dirpath)
+        self._val_images: torch.Tensor | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if self._val_images is None:
+            self._val_images = self._first_images(trainer.val_dataloaders).to(pl_module.device)
+        epoch = trainer.current_epoch
+        self._log(
+            trainer,
+            pl_module,
+            self._val_images,
+            key="val/reconstructions",
+            caption=f"epoch {epoch}, step {trainer.global_step}; {LAYOUT}",
+            filename=f"val_epoch{epoch:03d}.png",
+        )
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        images = self._first_images(trainer.test_dataloaders).to(pl_module.device)
+        self._log(
+            trainer,
+            pl_module,
+            images,
+            key="test/reconstructions",
+            caption=f"test set; {LAYOUT}",
+            filename="test.png",
+        )
+
+    def _first_images(self, dataloaders: DataLoader | list[DataLoader]) -> torch.Tensor:
+        """The first images of the (first) loader's dataset: the same ones on every call,
+        whatever the loader's sampler and workers do."""
+        loader = dataloaders[0] if isinstance(dataloaders, list) else dataloaders
+        dataset = loader.dataset
+        count = min(self.num_images, len(dataset))
+        batch = default_collate([dataset[index] for index in range(count)])
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def _log(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        images: torch.Tensor,
+        key: str,
+        caption: str,
+        filename: str,
+    ) -> None:
+        grid = make_grid(
+            torch.cat([images, reconstruct(trainer, pl_module, images)]).float().cpu(),
+            nrow=len(images),
+            pad_value=1.0,
+        )
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        for logger in wandb_loggers:
+            pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            logger.log_image(key=key, images=[pixels], caption=[caption], step=trainer.global_step)
+        if not wandb_loggers:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            save_image(grid, self.dirpath / filename)
+
+
+def reconstruct(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor
+) -> torch.Tensor:
+    """Reconstructions in eval mode without gradients; every submodule's mode is restored
+    afterwards exactly (frozen BatchNorm layers stay in eval mode during training)."""
+    modes = [(module, module.training) for module in pl_module.modules()]
+    pl_module.eval()
+    try:
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            return pl_module(images).float().clamp(0.0, 1.0)
+    finally:
+        for module, training in modes:
+            module.training = training

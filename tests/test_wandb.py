@@ -1,0 +1,297 @@
+"""W&B logging, offline: what a run records, reconstruction grids, multirun groups."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import wandb
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch import nn
+from wandb.proto.wandb_internal_pb2 import Record
+
+from autoencoder.callbacks import reconstruct
+from autoencoder.config import instantiate
+from autoencoder.logging import multirun_group_and_name
+from autoencoder.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = (
+    "experiment=smoke",
+    "data.num_train=32",
+    "data.num_val=16",
+    "data.num_test=16",
+    "data.batch_size=16",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+)
+# 16 images of 32 px with make_grid's 2 px padding: one row of originals, one of outputs
+GRID_WIDTH, GRID_HEIGHT = 16 * 34 + 2, 2 * 34 + 2
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline W&B whose settings, caches and staging folders all live in ``tmp_path``."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+
+
+@pytest.fixture
+def hydra_job() -> Iterator[Callable[..., None]]:
+    """Make ``HydraConfig`` describe a job launched with the given overrides, as in an app."""
+
+    def _start(*overrides: str) -> None:
+        config_dir = str(ROOT / "conf")
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+
+    yield _start
+    HydraConfig.instance().cfg = None
+
+
+# ------------------------------------------------------------------ reading offline runs
+def read_records(run_dir: Path) -> list[Record]:
+    """The records of an offline run's ``run-*.wandb`` file.
+
+    wandb 0.31 no longer ships a Python reader (``wandb.sdk.internal.datastore`` is gone), so
+    this reads the format directly: a 7-byte header (``:W&B``, magic 0xBEE1, version), then
+    LevelDB-log blocks of 32 KiB whose chunks have a 7-byte header (CRC-32 of type byte and
+    data, length, type: 1 full, 2 first, 3 middle, 4 last) and carry protobuf ``Record``s.
+    """
+    (path,) = run_dir.glob("run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B" and struct.unpack("<H", data[4:6])[0] == 0xBEE1
+    block, position, pending, records = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # a block's tail too short for a header is padding
+            position += block - position % block
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 0:
+            continue
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, "corrupt chunk"
+        pending += chunk
+        if kind in (1, 4):
+            record = Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def of_type(records: list[Record], kind: str) -> list[Any]:
+    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+
+
+def run_config(records: list[Record]) -> dict[str, Any]:
+    return {
+        update.key: json.loads(update.value_json)
+        for config in of_type(records, "config")
+        for update in config.update
+    }
+
+
+def history(records: list[Record]) -> list[dict[str, Any]]:
+    return [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in row.item}
+        for row in of_type(records, "history")
+    ]
+
+
+def image_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    return [row for row in rows if row.get(f"{key}/_type") == "images/separated"]
+
+
+def offline_runs(output_dir: Path) -> list[Path]:
+    return sorted((output_dir / "wandb").glob("offline-run-*"))
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def top_row(grid: np.ndarray, count: int) -> np.ndarray:
+    """The originals of a grid of 32 px images (2 px padding), as uint8 N x 3 x 32 x 32."""
+    return grid[2:34, 2:].reshape(32, count, 34, 3)[:, :, :32].transpose(1, 3, 0, 2)
+
+
+def first_val_images(cfg: DictConfig, count: int) -> np.ndarray:
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    images = torch.stack([datamodule.val_set[i][0] for i in range(count)])
+    return images.mul(255).round().to(torch.uint8).numpy()
+
+
+# -------------------------------------------------------------------------------- tests
+def test_offline_run_records_config_metrics_rates_and_reconstructions(
+    compose_cfg, hydra_job, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    hydra_job(*SMALL, "logger=wandb")
+    cfg = compose_cfg(*SMALL, "logger=wandb", output_dir=out)
+    train(cfg)
+    wandb.teardown()  # finish() may return before W&B's service has written the last records
+
+    (run_dir,) = offline_runs(out)
+    records = read_records(run_dir)
+    (run,) = of_type(records, "run")
+    assert run.job_type == "train"
+    assert [exit.exit_code for exit in of_type(records, "exit")] == [0]
+
+    config = run_config(records)
+    assert "${" not in json.dumps(config)
+    assert config["trainer"]["default_root_dir"] == str(out)  # was ${paths.output_dir}
+    assert config["overrides"] == [*SMALL, "logger=wandb"]
+    assert config["latent_floats"] == 256 and config["compression_ratio"] == 12.0
+    groups = ("decoder", "encoder.stem", "encoder.layer1", "encoder.layer2")
+    assert all(config[f"params/{group}"] > 0 for group in groups)
+
+    rows = history(records)
+    logged = set().union(*rows)
+    for stage in ("train", "val", "test"):
+        assert {f"{stage}/{m}" for m in ("mse", "mae", "psnr", "ssim")} <= logged
+    assert {"train/loss_step", "val/loss", "test/loss", "finetune/phase"} <= logged
+    assert {f"lr-AdamW/{group}" for group in groups} <= logged
+
+    # one grid per validation epoch (none for the sanity check), one after testing
+    validations = [row for row in rows if "val/psnr" in row]
+    val_images, test_images = (image_rows(rows, f"{s}/reconstructions") for s in ("val", "test"))
+    assert len(val_images) == len(validations) == 2 and len(test_images) == 1
+    files = [
+        run_dir / "files" / row[f"{key}/filenames"][0]
+        for key, rows_ in (
+            ("val/reconstructions", val_images),
+            ("test/reconstructions", test_images),
+        )
+        for row in rows_
+    ]
+    assert all(path.is_file() for path in files)
+    assert set(files) == set((run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert (
+        "top row: images, bottom row: reconstructions"
+        in val_images[0]["val/reconstructions/captions"][0]
+    )
+
+    first, second, test = (pixels(path) for path in files)
+    assert first.shape == (GRID_HEIGHT, GRID_WIDTH, 3)
+    # the same validation images every time, the first 16 of the validation set ...
+    np.testing.assert_array_equal(top_row(first, 16), first_val_images(cfg, 16))
+    np.testing.assert_array_equal(first[:35], second[:35])
+    # ... with reconstructions that changed as the model trained
+    assert not np.array_equal(first[35:], second[35:])
+    assert test.shape == first.shape and not np.array_equal(test[:35], first[:35])
+
+
+def test_csv_logger_writes_png_grids(compose_cfg, tmp_path) -> None:
+    out = tmp_path / "csv-run"
+    cfg = compose_cfg(
+        *SMALL,
+        "logger=csv",
+        "callbacks.reconstructions.num_images=4",
+        output_dir=out,
+    )
+    train(cfg)
+    grids = out / "reconstructions"
+    assert sorted(p.name for p in grids.iterdir()) == [
+        "test.png",
+        "val_epoch000.png",
+        "val_epoch001.png",
+    ]
+    first, second = pixels(grids / "val_epoch000.png"), pixels(grids / "val_epoch001.png")
+    assert first.shape == (GRID_HEIGHT, 4 * 34 + 2, 3)
+    np.testing.assert_array_equal(top_row(first, 4), first_val_images(cfg, 4))
+    np.testing.assert_array_equal(first[:35], second[:35])
+    assert not (out / "wandb").exists()
+
+
+def test_reconstruct_restores_every_submodule_mode() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Sigmoid())
+    model.train()
+    model[1].eval()  # a frozen BatchNorm, as the fine-tuning callback leaves it
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    images = torch.rand(4, 3, 8, 8)
+
+    first = reconstruct(trainer, model, images)
+    second = reconstruct(trainer, model, images)
+
+    torch.testing.assert_close(first, second)  # dropout was off
+    assert not first.requires_grad and first.min() >= 0.0 and first.max() <= 1.0
+    assert [m.training for m in model] == [True, False, True, True]
+
+
+def test_multirun_jobs_share_the_sweep_as_group_and_get_job_names() -> None:
+    hydra = OmegaConf.create(
+        {
+            "mode": RunMode.MULTIRUN,
+            "sweep": {"dir": "outputs/train/multiruns/2026-01-02_03-04-05-000006"},
+            "job": {"num": 1, "override_dirname": "finetune=full"},
+        }
+    )
+    assert multirun_group_and_name(hydra, None, None) == (
+        "2026-01-02_03-04-05-000006",
+        "job1 finetune=full",
+    )
+    assert multirun_group_and_name(hydra, "mine", "named") == ("mine", "named")
+    hydra.job.override_dirname = ""
+    assert multirun_group_and_name(hydra, None, None)[1] == "job1"
+    hydra.mode = RunMode.RUN
+    assert multirun_group_and_name(hydra, None, None) == (None, None)
+    assert multirun_group_and_name(None, "g", None) == ("g", None)
+
+
+@pytest.mark.slow  # two jobs in a fresh interpreter: about 25 s on 2 busy CPU cores
+def test_multirun_failed_job_closes_its_run_and_the_next_gets_its_own(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    missing = tmp_path / "missing.ckpt"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "-m",
+            *SMALL,
+            "data.num_train=16",
+            "test=false",
+            "trainer.max_epochs=1",
+            "logger=wandb",
+            f"ckpt_path={missing},null",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode != 0 and "missing.ckpt" in result.stderr  # job 0 failed
+    runs = [read_records(run) for job in ("0", "1") for run in offline_runs(sweep / job)]
+    assert len(runs) == 2
+    (failed,), (passed,) = (of_type(records, "run") for records in runs)
+    assert failed.run_group == passed.run_group == "sweep"
+    assert failed.display_name.startswith("job0 ") and passed.display_name.startswith("job1 ")
+    assert failed.run_id != passed.run_id
+    assert [e.exit_code for e in of_type(runs[0], "exit")] == [1]
+    assert [e.exit_code for e in of_type(runs[1], "exit")] == [0]
+    assert not any("val/psnr" in row for row in history(runs[0]))
+    assert any("val/psnr" in row for row in history(runs[1]))
+    assert "ckpt_path=null" in run_config(runs[1])["overrides"]
