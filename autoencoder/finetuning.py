@@ -148,18 +148,24 @@ class TwoPhaseFinetuning(pl.Callback):
         self.stlr_cut_frac = stlr_cut_frac
         self.stlr_ratio = stlr_ratio
         self.stage_names: list[str] = []
-        self._reset_state()
-
-    def _reset_state(self) -> None:
-        self.phase = 1
-        self.unfreeze_steps: dict[str, int] = {}
-        self.best = math.inf if self.mode == "min" else -math.inf
+        # The state that a checkpoint saves and restores:
+        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
+        self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
         self.transition_epoch: int | None = None
-        self.transition_step: int | None = None
         self.resolved_warmup_steps = 0
         self.last_unfreeze_epoch = 0.0
         self.total_steps = 0
+
+    @property
+    def phase(self) -> int:
+        """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
+        return 2 if self.unfreeze_steps else 1
+
+    @property
+    def transition_step(self) -> int | None:
+        """The global step at which phase 2 began (``None`` before)."""
+        return min(self.unfreeze_steps.values(), default=None)
 
     # ------------------------------------------------------------------ rate policy
     def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
@@ -207,8 +213,7 @@ class TwoPhaseFinetuning(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
-        fresh = self.phase == 1 and not self.unfreeze_steps
-        if fresh and self.max_frozen_epochs == 0:
+        if self.phase == 1 and self.max_frozen_epochs == 0:
             self._unfreeze(trainer, pl_module, at_start=True)
         self._apply(pl_module)
         pl_module.refresh_learning_rates()
@@ -266,22 +271,20 @@ class TwoPhaseFinetuning(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_start: bool = False
     ) -> None:
         step = trainer.global_step
+        if self.phase == 1:
+            self.transition_epoch = 0 if at_start else trainer.current_epoch
+            self.resolved_warmup_steps = self._resolve_warmup(trainer)
         still_frozen = [s for s in reversed(self.stage_names) if s not in self.unfreeze_steps]
         newly = still_frozen[:1] if self.gradual else still_frozen
         for stage in newly:
             self.unfreeze_steps[stage] = step
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
-        if self.phase == 1:
-            self.phase = 2
-            self.transition_epoch = 0 if at_start else trainer.current_epoch
-            self.transition_step = step
-            self.resolved_warmup_steps = self._resolve_warmup(trainer)
         if at_start:
             return
         self._apply(pl_module)
         pl_module.refresh_learning_rates()
-        peaks = pl_module.rate_policy.peak_rates(
+        peaks = self.peak_rates(
             [DECODER_GROUP, *(encoder_group(s) for s in self.stage_names)], pl_module.lr
         )
         summary = ", ".join(
@@ -326,22 +329,18 @@ class TwoPhaseFinetuning(pl.Callback):
     # ---------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         return {
-            "phase": self.phase,
             "unfreeze_steps": dict(self.unfreeze_steps),
             "best": self.best,
             "wait": self.wait,
             "transition_epoch": self.transition_epoch,
-            "transition_step": self.transition_step,
             "resolved_warmup_steps": self.resolved_warmup_steps,
             "last_unfreeze_epoch": self.last_unfreeze_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.phase = state_dict["phase"]
         self.unfreeze_steps = dict(state_dict["unfreeze_steps"])
         self.best = state_dict["best"]
         self.wait = state_dict["wait"]
         self.transition_epoch = state_dict["transition_epoch"]
-        self.transition_step = state_dict["transition_step"]
         self.resolved_warmup_steps = state_dict["resolved_warmup_steps"]
         self.last_unfreeze_epoch = state_dict["last_unfreeze_epoch"]
