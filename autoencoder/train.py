@@ -21,6 +21,7 @@ from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.logging import finish_loggers, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.runs import build_model
 
 log = logging.getLogger(__name__)
 # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
@@ -53,12 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, encoder = _build_data_and_encoder(cfg)
-    model: Autoencoder = instantiate(
-        cfg.model,
-        encoder=encoder,
-        decoder=instantiate(cfg.decoder),
-        optimizer=instantiate(cfg.optimizer),
-    )
+    model: Autoencoder = build_model(cfg, encoder)
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
     if cfg.encoder.get("weights") is None and finetuning.max_frozen_epochs != 0:
         log.warning(

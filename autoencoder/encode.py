@@ -1,0 +1,204 @@
+"""Encoding images to latent vectors with a trained checkpoint, and exporting its encoder.
+
+``latents.npy`` holds one float32 row per image: the latent map flattened in C, H, W order
+(``latents.json`` gives its shape); ``index.csv`` says where each row came from. The
+exported encoder is the trained encoder and bottleneck alone, as a weights-only state dict
+and a JSON sidecar; rebuild it with::
+
+    from autoencoder.encode import load_encoder; encoder = load_encoder("encoder.pt")
+
+Lightning checkpoints are pickles: load them only from sources you trust.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from autoencoder.data import _FileDataset, _TransformedDataset
+from autoencoder.errors import ConfigError
+from autoencoder.evaluate import (
+    data_config,
+    memory_format,
+    pick_device,
+    prepare_datamodule,
+    sequential_loader,
+)
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import Encoder
+from autoencoder.runs import checkpoint_file, load_autoencoder, load_run_config
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_EXPORTED = ("encoder.", "bottleneck.")
+
+
+class LatentEncoder(nn.Module):
+    """A trained autoencoder's encoder and 1x1 bottleneck: [0, 1] images to latent maps.
+
+    Its parameter names are the autoencoder's (``encoder.*``, ``bottleneck.*``), so an
+    :class:`~autoencoder.models.autoencoder.Autoencoder` state dict restricted to those keys
+    loads into it.
+    """
+
+    def __init__(self, name: str, depth: int, latent_channels: int, normalize: bool = True):
+        super().__init__()
+        self.encoder = Encoder(name, weights=None, depth=depth, normalize=normalize)
+        self.bottleneck = nn.Conv2d(self.encoder.out_channels[-1], latent_channels, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Latent maps ``(B, latent_channels, H / reduction, W / reduction)``."""
+        return self.bottleneck(self.encoder(images))
+
+
+def export_encoder(model: Autoencoder, path: Path) -> Path:
+    """Save the encoder and bottleneck of ``model`` to ``path``; return the JSON sidecar.
+
+    The state dict holds plain contiguous CPU tensors (``torch.load(weights_only=True)``
+    reads it); the sidecar ``path.with_suffix(".json")`` holds the arguments of
+    :class:`LatentEncoder`.
+    """
+    state_dict = {
+        key: value.detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+        if key.startswith(_EXPORTED)
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, path)
+    sidecar = path.with_suffix(".json")
+    meta = {
+        "name": model.encoder.name,
+        "depth": model.encoder.depth,
+        "latent_channels": model.latent_channels,
+        "normalize": model.encoder.normalize,
+        "reduction": model.encoder.reduction,
+        "input": "RGB in [0, 1], shape (B, 3, H, W), H and W divisible by reduction",
+        "rebuild": "from autoencoder.encode import load_encoder; "
+        f"encoder = load_encoder({str(path.absolute())!r})",
+    }
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return sidecar
+
+
+def load_encoder(path: str | Path) -> LatentEncoder:
+    """Rebuild an exported encoder from its state dict and JSON sidecar, in eval mode."""
+    path = Path(path).expanduser()
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise ConfigError(
+            f"an exported encoder needs {path} and its sidecar {sidecar}; write both with "
+            "scripts/encode.py ckpt_path=... export_encoder=PATH."
+        )
+    meta = json.loads(sidecar.read_text())
+    encoder = LatentEncoder(
+        meta["name"], meta["depth"], meta["latent_channels"], normalize=meta["normalize"]
+    )
+    encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return encoder.eval()
+
+
+def source_of(dataset: Dataset, index: int) -> int | str:
+    """Where item ``index`` of a datamodule split comes from.
+
+    The file path for image folders; otherwise the index in the underlying dataset (the row
+    of ``train.npz``/``test.npz``, the index in a torchvision set), through the val and
+    train-subset ``Subset`` wrappers.
+    """
+    while True:
+        if isinstance(dataset, _TransformedDataset):
+            dataset = dataset.base
+        elif isinstance(dataset, Subset):
+            index, dataset = int(dataset.indices[index]), dataset.dataset
+        elif isinstance(dataset, _FileDataset):
+            return str(dataset.items[index][0])
+        else:
+            return index
+
+
+def _splits(split: str) -> tuple[str, ...]:
+    if split == "all":
+        return SPLITS
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is invalid; use one of {', '.join(SPLITS)} or all.")
+    return (split,)
+
+
+def encode(cfg: DictConfig) -> dict[str, Any]:
+    """Encode a split (or all) of the run's data or ``cfg.data``; return ``latents.json``.
+
+    Writes into ``cfg.paths.output_dir``: ``latents.npy`` (float32, images x latent floats),
+    ``index.csv`` (``row,split,source,label``; label -1 when unlabelled) and
+    ``latents.json``; with ``export_encoder=PATH`` also the encoder (see
+    :func:`export_encoder`).
+    """
+    splits = _splits(str(cfg.split))
+    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
+    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
+    device = pick_device(cfg.get("device"))
+    model = load_autoencoder(ckpt_path, run_cfg)
+    export = None
+    if cfg.get("export_encoder"):
+        export = Path(cfg.export_encoder).expanduser()
+        log.info("encoder exported to %s (sidecar %s)", export, export_encoder(model, export))
+    model.to(device)
+
+    data = data_config(cfg, run_cfg)
+    with open_dict(data):  # every image as it is: no training augmentation
+        data.random_crop = False
+        data.horizontal_flip = False
+    datamodule = prepare_datamodule(data)
+    latent_shape = model.latent_shape(*datamodule.image_shape[-2:])
+    latent_floats = int(np.prod(latent_shape))
+    datasets = {split: getattr(datamodule, f"{split}_set") for split in splits}
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    total = sum(len(dataset) for dataset in datasets.values())
+    # Written batch by batch, so a large dataset never has to fit in memory.
+    latents = np.lib.format.open_memmap(
+        output_dir / "latents.npy", mode="w+", dtype=np.float32, shape=(total, latent_floats)
+    )
+    rows: list[tuple[int, str, int | str, int]] = []
+    with torch.inference_mode():
+        for split, dataset in datasets.items():
+            position = 0
+            for images, labels in sequential_loader(dataset, datamodule):
+                batch = images.to(device).contiguous(memory_format=memory_format(model))
+                # flatten follows the logical C, H, W order whatever the memory layout
+                start = len(rows)
+                latents[start : start + len(images)] = (
+                    model.encode(batch).float().flatten(1).cpu().numpy()
+                )
+                for label in labels.tolist():
+                    rows.append((len(rows), split, source_of(dataset, position), label))
+                    position += 1
+    latents.flush()
+    del latents
+
+    with (output_dir / "index.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["row", "split", "source", "label"])
+        writer.writerows(rows)
+    summary = {
+        "ckpt_path": str(ckpt_path.absolute()),
+        "splits": list(splits),
+        "num_images": total,
+        "latent_shape": list(latent_shape),
+        "latent_floats": latent_floats,
+        "latents": "latents.npy",
+        "index": "index.csv",
+        "export_encoder": None if export is None else str(export.absolute()),
+    }
+    (output_dir / "latents.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%d latents of %d floats written to %s", total, latent_floats, output_dir)
+    return summary

@@ -1,0 +1,298 @@
+"""Evaluating a trained checkpoint: test metrics, classifier accuracy, reconstruction grids.
+
+A checkpoint is rebuilt from the configuration of the training run that wrote it
+(``<run>/.hydra/config.yaml``, found from ``<run>/checkpoints/*.ckpt``), so any encoder,
+decoder or bottleneck a run used is evaluated without repeating its settings.
+
+Lightning checkpoints are pickles and are loaded with ``torch.load(weights_only=False)``:
+load them only from sources you trust. Classifier weights are loaded with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.utils import make_grid, save_image
+
+from autoencoder.config import instantiate
+from autoencoder.data import ImageDataModule
+from autoencoder.errors import ConfigError
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.pretrain import Classifier
+from autoencoder.runs import checkpoint_file, load_autoencoder, load_run_config
+
+log = logging.getLogger(__name__)
+
+# torchvision classifier heads: ResNet ``fc``, VGG ``classifier.6``.
+_HEAD_PREFIXES = ("fc.", "classifier.")
+
+
+# ------------------------------------------------------------------------------- the data
+def data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+    """The run's ``data`` section, unless the command line gives one.
+
+    ``data=NAME`` replaces it; ``+data.KEY=VALUE`` alone changes one setting of the run's.
+    The result stays inside a copy of the run's config, so interpolations such as
+    ``${paths.data_dir}`` keep resolving.
+    """
+    override = cfg.get("data")
+    if override is not None and "_target_" in override:
+        return override
+    merged = copy.deepcopy(run_cfg)
+    if override is not None:
+        with open_dict(merged):
+            merged.data = OmegaConf.merge(merged.data, override)
+    return merged.data
+
+
+def prepare_datamodule(data_cfg: DictConfig) -> ImageDataModule:
+    """Instantiate the datamodule, download what it needs and build its splits."""
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule
+
+
+def sequential_loader(dataset: Dataset, datamodule: ImageDataModule) -> DataLoader:
+    """Batches of ``dataset`` in order (the datamodule's train loader shuffles)."""
+    return DataLoader(
+        dataset,
+        batch_size=datamodule.batch_size,
+        shuffle=False,
+        num_workers=datamodule.num_workers,
+        pin_memory=datamodule.pin_memory,
+    )
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``name``, or CUDA when available, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_format(model: Autoencoder) -> torch.memory_format:
+    return torch.channels_last if model.channels_last else torch.contiguous_format
+
+
+# ------------------------------------------------------------------------ the classifier
+def load_classifier(path: str, name: str) -> Classifier:
+    """A classifier from a ``scripts/pretrain_encoder.py`` weights file, head included.
+
+    The number of classes is read from the head's weight (``fc.weight`` for ResNets, the
+    last ``classifier.*.weight`` for VGGs).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            f"classifier_weights={path!r}: no such file. Pass the encoder_weights.pt written by "
+            "scripts/pretrain_encoder.py."
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for unreadable/unsafe files
+        raise ConfigError(
+            f"classifier_weights={str(file)!r} could not be read as a weights-only state dict "
+            f"({type(error).__name__})."
+        ) from None
+    heads = [
+        value
+        for key, value in (state.items() if isinstance(state, Mapping) else ())
+        if key.startswith(_HEAD_PREFIXES)
+        and key.endswith(".weight")
+        and isinstance(value, torch.Tensor)
+        and value.ndim == 2
+    ]
+    if not heads:
+        raise ConfigError(
+            f"{file} has no classifier head (fc.weight or classifier.N.weight). Pass the "
+            "encoder_weights.pt of scripts/pretrain_encoder.py, which keeps the head."
+        )
+    classifier = Classifier(name, num_classes=heads[-1].shape[0])
+    try:
+        classifier.net.load_state_dict(state)
+    except RuntimeError:
+        raise ConfigError(
+            f"{file} is not a {name} classifier. Set classifier_name=NAME to the architecture "
+            "it was trained as (the encoder=NAME of scripts/pretrain_encoder.py)."
+        ) from None
+    return classifier.eval()
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    if bool((labels < 0).any()):
+        raise ConfigError(
+            "classifier accuracy needs labelled test images, but this data has unlabelled ones "
+            "(label -1). Use labelled data (data=arrays with a 'labels' array in test.npz, "
+            "data=folder data.labels_from_subfolders=true, or a torchvision set), or leave out "
+            "classifier_weights."
+        )
+    if bool((labels >= num_classes).any()):
+        raise ConfigError(
+            f"the test labels go up to {int(labels.max())}, but the classifier has "
+            f"{num_classes} classes: it was trained on other data. Pass a classifier "
+            "pretrained on this dataset."
+        )
+
+
+# --------------------------------------------------------------------------- the outputs
+def side_by_side(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int) -> torch.Tensor:
+    """One image: a grid of ``originals`` on the left, their reconstructions on the right."""
+    left = make_grid(originals, nrow=nrow, padding=2, pad_value=1.0)
+    right = make_grid(reconstructions, nrow=nrow, padding=2, pad_value=1.0)
+    gap = torch.ones(3, left.shape[1], 8)
+    return torch.cat([left, gap, right], dim=2)
+
+
+def per_image_mse(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return (reconstructions - images).pow(2).flatten(1).mean(dim=1)
+
+
+def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["metric", "value"])
+        for key, value in summary.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.writerow([key, value])
+
+
+@dataclass
+class _TestPass:
+    """What one pass over the test split gives."""
+
+    metrics: dict[str, float]
+    mse: torch.Tensor  # per image, in test-split order
+    originals: torch.Tensor  # the first ``num_shown`` images
+    reconstructions: torch.Tensor
+    accuracy: dict[str, float]  # classifier accuracy on originals and reconstructions
+
+
+def reconstruct(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
+    """Float reconstructions in the default memory layout, which torchmetrics needs."""
+    return model(images.contiguous(memory_format=memory_format(model))).float().contiguous()
+
+
+def _test_pass(
+    model: Autoencoder,
+    datamodule: ImageDataModule,
+    classifier: Classifier | None,
+    num_shown: int,
+    device: torch.device,
+) -> _TestPass:
+    metrics = model.test_metrics
+    metrics.reset()
+    accuracy = {
+        kind: MulticlassAccuracy(classifier.num_classes, average="micro").to(device)
+        for kind in (("original", "reconstruction") if classifier is not None else ())
+    }
+    errors: list[torch.Tensor] = []
+    shown: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.inference_mode():
+        for images, labels in sequential_loader(datamodule.test_set, datamodule):
+            images = images.to(device)
+            reconstructions = reconstruct(model, images)
+            metrics.update(reconstructions, images)
+            errors.append(per_image_mse(reconstructions, images).cpu())
+            if sum(len(batch) for batch, _ in shown) < num_shown:
+                shown.append((images.cpu(), reconstructions.cpu()))
+            if classifier is not None:
+                _check_labels(labels, classifier.num_classes)
+                labels = labels.to(device)
+                accuracy["original"].update(classifier(images), labels)
+                accuracy["reconstruction"].update(classifier(reconstructions), labels)
+    return _TestPass(
+        metrics={key: float(value) for key, value in metrics.compute().items()},
+        mse=torch.cat(errors),
+        originals=torch.cat([batch for batch, _ in shown])[:num_shown],
+        reconstructions=torch.cat([batch for _, batch in shown])[:num_shown],
+        accuracy={f"test/acc_{kind}": float(metric.compute()) for kind, metric in accuracy.items()},
+    )
+
+
+def _save_worst(
+    model: Autoencoder,
+    datamodule: ImageDataModule,
+    mse: torch.Tensor,
+    count: int,
+    output_dir: Path,
+) -> list[dict[str, float]]:
+    """``worst.png`` and ``worst.txt``: the ``count`` images with the highest MSE."""
+    worst_mse, worst_index = torch.topk(mse, min(count, len(mse)))
+    images = torch.stack([datamodule.test_set[i][0] for i in worst_index.tolist()])
+    with torch.inference_mode():
+        reconstructions = reconstruct(model, images.to(model.device)).cpu()
+    save_image(side_by_side(images, reconstructions, nrow=4), output_dir / "worst.png")
+    worst = [
+        {"index": int(index), "mse": float(value)}
+        for index, value in zip(worst_index.tolist(), worst_mse.tolist(), strict=True)
+    ]
+    (output_dir / "worst.txt").write_text(
+        "worst.png: originals left, reconstructions right, row by row, highest MSE first\n"
+        + "".join(
+            f"{position:2d}  test index {item['index']:6d}  mse {item['mse']:.6f}\n"
+            for position, item in enumerate(worst)
+        )
+    )
+    return worst
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on the test split; return what is written to ``metrics.json``.
+
+    Writes into ``cfg.paths.output_dir``: ``metrics.json``, ``metrics.csv`` (one
+    ``metric,value`` row per number), ``reconstructions.png`` (the first ``num_shown`` test
+    images, originals left, reconstructions right), ``worst.png`` and ``worst.txt`` (the
+    ``num_worst`` images with the highest per-image MSE, highest first, with their test
+    index and MSE).
+    """
+    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
+    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
+    device = pick_device(cfg.get("device"))
+    model = load_autoencoder(ckpt_path, run_cfg).to(device)
+    datamodule = prepare_datamodule(data_config(cfg, run_cfg))
+    model.latent_shape(*datamodule.image_shape[-2:])  # a clear error for unfit image sizes
+    classifier = None
+    if cfg.get("classifier_weights"):
+        name = cfg.get("classifier_name") or run_cfg.encoder.name
+        classifier = load_classifier(cfg.classifier_weights, name).to(device)
+
+    result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_image(
+        side_by_side(result.originals, result.reconstructions, nrow=8),
+        output_dir / "reconstructions.png",
+    )
+    worst = _save_worst(model, datamodule, result.mse, int(cfg.num_worst), output_dir)
+    summary: dict[str, Any] = {
+        "ckpt_path": str(ckpt_path.absolute()),
+        "classifier_weights": cfg.get("classifier_weights"),
+        "num_images": len(result.mse),
+        **result.metrics,
+        **result.accuracy,
+        "worst": worst,
+        "images": {
+            "reconstructions": "reconstructions.png",
+            "worst": "worst.png",
+            "worst_captions": "worst.txt",
+        },
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_csv(output_dir / "metrics.csv", summary)
+    numbers = {k: v for k, v in summary.items() if isinstance(v, float)}
+    log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))
+    log.info("evaluation written to %s", output_dir)
+    return summary

@@ -1,0 +1,96 @@
+"""A training run's model: built from its composed config, or loaded from its checkpoint.
+
+Lightning checkpoints are pickles and are loaded with ``torch.load(weights_only=False)``:
+load them only from sources you trust.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from autoencoder.config import instantiate
+from autoencoder.errors import ConfigError
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import Encoder
+
+RUN_CONFIG = Path(".hydra") / "config.yaml"
+_MODEL_SECTIONS = ("encoder", "decoder", "model", "optimizer", "data")
+
+
+def checkpoint_file(ckpt_path: str | None) -> Path:
+    """The checkpoint to load; a :class:`ConfigError` when it is not given or missing."""
+    if not ckpt_path:
+        raise ConfigError(
+            "ckpt_path is required: ckpt_path=outputs/train/runs/<run>/checkpoints/"
+            "best-epochNNN.ckpt (or last.ckpt)."
+        )
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file. Pass a training run's .ckpt.")
+    return path
+
+
+def load_run_config(ckpt_path: Path, model_config: str | None = None) -> DictConfig:
+    """The composed config of the run that wrote ``ckpt_path`` (or ``model_config``)."""
+    path = (
+        Path(model_config).expanduser()
+        if model_config
+        else ckpt_path.absolute().parent.parent / RUN_CONFIG
+    )
+    if not path.is_file():
+        raise ConfigError(
+            f"no training config at {path}: the checkpoint is rebuilt from the config of the "
+            f"run that wrote it (<run>/{RUN_CONFIG}, next to <run>/checkpoints/). Pass it with "
+            f"model_config=PATH (the run's {RUN_CONFIG})."
+        )
+    cfg = OmegaConf.load(path)
+    missing = [s for s in _MODEL_SECTIONS if not isinstance(cfg, DictConfig) or s not in cfg]
+    if missing:
+        raise ConfigError(
+            f"{path} is not a training run's config (no {', '.join(missing)}). Pass "
+            f"model_config=PATH to the {RUN_CONFIG} of the run that wrote the checkpoint."
+        )
+    return cfg
+
+
+def build_model(cfg: DictConfig, encoder: Encoder | None = None) -> Autoencoder:
+    """The autoencoder of a training config, as ``autoencoder.train.train`` builds it.
+
+    ``encoder`` defaults to ``cfg.encoder`` instantiated (which may download weights).
+    """
+    return instantiate(
+        cfg.model,
+        encoder=encoder if encoder is not None else instantiate(cfg.encoder),
+        decoder=instantiate(cfg.decoder),
+        optimizer=instantiate(cfg.optimizer),
+    )
+
+
+def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:
+    """Rebuild the run's autoencoder and load the checkpoint's weights, in eval mode.
+
+    The encoder is built with ``weights=None``: the checkpoint holds its weights, so nothing
+    is downloaded or read from the run's ``encoder.weights``.
+    """
+    cfg = copy.deepcopy(run_cfg)
+    with open_dict(cfg):
+        cfg.encoder.weights = None
+    model = build_model(cfg)
+    # Lightning checkpoints pickle more than tensors (loops, callbacks): trusted files only.
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if not isinstance(state, Mapping) or not isinstance(state.get("state_dict"), Mapping):
+        raise ConfigError(f"{ckpt_path} is not a Lightning checkpoint (no 'state_dict').")
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise ConfigError(
+            f"{ckpt_path} does not fit the model of its run config ({' '.join(first[:2])}). "
+            "Pass model_config=PATH to the .hydra/config.yaml of the run that wrote it."
+        ) from None
+    return model.eval()

@@ -1,0 +1,256 @@
+"""Evaluating a checkpoint: metrics, grids, worst images, classifier accuracy, user errors.
+
+One tiny pipeline is shared by this module, ``test_encode`` and ``test_notebooks``: a
+ResNet-18 classifier pretrained for one step on generated labelled arrays, then an
+autoencoder trained for two epochs (one frozen, one fine-tuned) on that encoder.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+
+from autoencoder.errors import ConfigError
+from autoencoder.evaluate import data_config, evaluate, load_classifier
+from autoencoder.pretrain import pretrain
+from autoencoder.runs import checkpoint_file, load_run_config
+from autoencoder.train import train
+from tests.conftest import CONFIG_DIR, make_images
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_TRAIN, NUM_TEST, NUM_CLASSES = 96, 32, 10
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run and the data and classifier it was made from."""
+
+    arrays_dir: Path
+    classifier_weights: Path
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    @property
+    def ckpt(self) -> Path:
+        return Path(self.metrics["best_ckpt"])
+
+
+def compose_job(config_name: str, *overrides: str, output_dir: Path) -> DictConfig:
+    """Compose one of the configs in ``conf/`` with its outputs in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def write_arrays(folder: Path, labelled: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    for split, count, seed in (("train", NUM_TRAIN, 0), ("test", NUM_TEST, 1)):
+        labels = {"labels": np.arange(count) % NUM_CLASSES} if labelled else {}
+        np.savez(folder / f"{split}.npz", images=make_images(count, seed=seed), **labels)
+    return folder
+
+
+@functools.cache
+def trained_run(base: Path) -> TrainedRun:
+    """Pretrain a classifier, train an autoencoder on its encoder (once per session)."""
+    arrays = write_arrays(base / "arrays")
+    pretrained = pretrain(
+        compose_job(
+            "pretrain",
+            "encoder=resnet18",
+            "data=arrays",
+            f"data.path={arrays}",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "logger=none",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+            output_dir=base / "pretrain",
+        )
+    )
+    run_dir = base / "run"
+    cfg = compose_job(
+        "train",
+        "data=arrays",
+        f"data.path={arrays}",
+        "data.batch_size=32",
+        "data.num_workers=0",
+        f"encoder.weights={pretrained['weights_path']}",
+        "encoder.depth=3",
+        "model.latent_channels=16",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "finetune.patience=null",
+        "finetune.max_frozen_epochs=1",
+        output_dir=run_dir,
+    )
+    metrics = train(cfg)
+    # What a Hydra run saves: the composed config, its output folder left unresolved.
+    with open_dict(cfg):
+        cfg.paths.output_dir = "${hydra:runtime.output_dir}"
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    GlobalHydra.instance().clear()
+    return TrainedRun(arrays, Path(pretrained["weights_path"]), run_dir, metrics)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    return trained_run(tmp_path_factory.getbasetemp() / "trained_run")
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_script_writes_metrics_grids_worst_images_and_classifier_accuracy(
+    run: TrainedRun, tmp_path: Path
+) -> None:
+    out = tmp_path / "evaluation"
+    result = run_script(
+        "evaluate.py",
+        f"ckpt_path={run.ckpt}",
+        f"classifier_weights={run.classifier_weights}",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    # The run's data and best checkpoint: the training job's own test metrics, recomputed.
+    assert metrics["num_images"] == NUM_TEST
+    for key in ("test/mse", "test/mae", "test/psnr", "test/ssim"):
+        assert math.isfinite(metrics[key])
+        assert metrics[key] == pytest.approx(run.metrics[key], rel=1e-4), key
+
+    # Accuracy on the originals is the classifier's own, computed here independently.
+    net = torchvision.models.get_model("resnet18", num_classes=NUM_CLASSES)
+    net.load_state_dict(torch.load(run.classifier_weights, weights_only=True))
+    test = np.load(run.arrays_dir / "test.npz")
+    images = torch.from_numpy(test["images"]).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        predicted = net.eval()((images - mean) / std).argmax(1).numpy()
+    expected = float((predicted == test["labels"]).mean())
+    assert metrics["test/acc_original"] == pytest.approx(expected, abs=1e-6)
+    assert 0.0 <= metrics["test/acc_reconstruction"] <= 1.0
+
+    worst = metrics["worst"]
+    assert len(worst) == 16 and len({item["index"] for item in worst}) == 16
+    assert all(0 <= item["index"] < NUM_TEST for item in worst)
+    errors = [item["mse"] for item in worst]
+    assert errors == sorted(errors, reverse=True) and errors[-1] > 0
+    assert errors[0] >= metrics["test/mse"]  # the worst image is worse than the average
+    captions = (out / "worst.txt").read_text().splitlines()
+    assert len(captions) == 17 and f"test index {worst[0]['index']:6d}" in captions[1]
+
+    with (out / "metrics.csv").open() as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["metric", "value"]
+    assert {name: float(value) for name, value in rows[1:]} == pytest.approx(
+        {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    )
+
+    # 32 px images with 2 px padding: originals (8 x 4) | 8 px gap | reconstructions.
+    for name, (width, height) in {
+        "reconstructions.png": (2 * (8 * 34 + 2) + 8, 4 * 34 + 2),
+        "worst.png": (2 * (4 * 34 + 2) + 8, 4 * 34 + 2),
+    }.items():
+        with Image.open(out / name) as image:
+            image.verify()
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size == (width, height)
+
+
+def test_missing_run_config_names_the_path_and_the_override(
+    run: TrainedRun, tmp_path: Path
+) -> None:
+    moved = tmp_path / "elsewhere" / "checkpoints" / "model.ckpt"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(run.ckpt, moved)
+    expected = tmp_path / "elsewhere" / ".hydra" / "config.yaml"
+    cfg = compose_job("evaluate", f"ckpt_path={moved}", output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError, match=rf"{expected}.*model_config=PATH"):
+        evaluate(cfg)
+    given = load_run_config(moved, str(run.run_dir / ".hydra" / "config.yaml"))
+    assert given.encoder.depth == 3 and given.model.latent_channels == 16
+
+    with pytest.raises(ConfigError, match="ckpt_path is required"):
+        checkpoint_file(None)
+
+
+def test_data_is_the_runs_unless_replaced_or_edited(run: TrainedRun, tmp_path: Path) -> None:
+    run_cfg = load_run_config(run.ckpt)
+    ckpt = f"ckpt_path={run.ckpt}"
+    default = data_config(compose_job("evaluate", ckpt, output_dir=tmp_path), run_cfg)
+    assert default == run_cfg.data
+
+    edited = data_config(
+        compose_job("evaluate", ckpt, "+data.batch_size=8", output_dir=tmp_path), run_cfg
+    )
+    assert edited.batch_size == 8 and edited.path == run_cfg.data.path
+
+    replaced = data_config(
+        compose_job("evaluate", ckpt, "data=cifar10", output_dir=tmp_path), run_cfg
+    )
+    assert replaced._target_.endswith("CIFAR10DataModule")
+    assert replaced.root == "data"  # ${paths.data_dir} resolves in the evaluation config
+
+
+def test_classifier_accuracy_needs_labels(run: TrainedRun, tmp_path: Path) -> None:
+    unlabelled = write_arrays(tmp_path / "unlabelled", labelled=False)
+    cfg = compose_job(
+        "evaluate",
+        f"ckpt_path={run.ckpt}",
+        f"classifier_weights={run.classifier_weights}",
+        "data=arrays",
+        f"data.path={unlabelled}",
+        "data.num_workers=0",
+        output_dir=tmp_path / "out",
+    )
+    with pytest.raises(ConfigError, match="needs labelled test images"):
+        evaluate(cfg)
+
+
+def test_weights_without_a_head_are_refused(run: TrainedRun, tmp_path: Path) -> None:
+    state = torch.load(run.classifier_weights, weights_only=True)
+    assert load_classifier(str(run.classifier_weights), "resnet18").num_classes == NUM_CLASSES
+    headless = tmp_path / "headless.pt"
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, headless)
+    with pytest.raises(ConfigError, match="no classifier head"):
+        load_classifier(str(headless), "resnet18")
