@@ -808,3 +808,21 @@ def generate_blobs(
         alpha = alpha[:, None]
         images = images * (1 - alpha) + colors[:, blob, :, None, None] * alpha
     return images.clamp(0, 1).contiguous(), counts - 1
+
+
+def source_of(dataset: Dataset, index: int) -> int | str:
+    """Where item ``index`` of a datamodule split comes from.
+
+    The file path for image folders; otherwise the index in the underlying dataset (the row
+    of ``train.npz``/``test.npz``, the index in a torchvision set), through the val and
+    train-subset ``Subset`` wrappers.
+    """
+    while True:
+        if isinstance(dataset, _TransformedDataset):
+            dataset = dataset.base
+        elif isinstance(dataset, Subset):
+            index, dataset = int(dataset.indices[index]), dataset.dataset
+        elif isinstance(dataset, _FileDataset):
+            return str(dataset.items[index][0])
+        else:
+            return index

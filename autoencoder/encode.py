@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
-from torch.utils.data import Dataset, Subset
 
-from autoencoder.data import _FileDataset, _TransformedDataset
+from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
 from autoencoder.evaluate import (
     data_config,
@@ -105,24 +104,6 @@ def load_encoder(path: str | Path) -> LatentEncoder:
     )
     encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return encoder.eval()
-
-
-def source_of(dataset: Dataset, index: int) -> int | str:
-    """Where item ``index`` of a datamodule split comes from.
-
-    The file path for image folders; otherwise the index in the underlying dataset (the row
-    of ``train.npz``/``test.npz``, the index in a torchvision set), through the val and
-    train-subset ``Subset`` wrappers.
-    """
-    while True:
-        if isinstance(dataset, _TransformedDataset):
-            dataset = dataset.base
-        elif isinstance(dataset, Subset):
-            index, dataset = int(dataset.indices[index]), dataset.dataset
-        elif isinstance(dataset, _FileDataset):
-            return str(dataset.items[index][0])
-        else:
-            return index
 
 
 def _splits(split: str) -> tuple[str, ...]:
