@@ -77,6 +77,9 @@ class TwoPhaseFinetuning(pl.Callback):
             ``max_frozen_epochs=None`` lets phase 1 last until a plateau, however long.
         warmup_steps, warmup_epochs: linear ramp from 0 of each newly unfrozen group
             (``warmup_steps`` wins when set; 0 disables).
+        min_warmup_steps: lower bound on a warm-up given in epochs. Adam's moment estimates
+            of a newly unfrozen group start empty, and with few steps per epoch a one-epoch
+            ramp was too short to avoid a drop in validation PSNR (see the README).
         train_bn: let the BatchNorm layers of frozen stages use batch statistics in phase 1
             (default: eval mode, pretrained running statistics).
         bn_policy: BatchNorm of unfrozen stages in phase 2: ``eval`` keeps the pretrained
@@ -103,6 +106,7 @@ class TwoPhaseFinetuning(pl.Callback):
         max_frozen_epochs: float | None = None,
         warmup_steps: int | None = None,
         warmup_epochs: float = 1.0,
+        min_warmup_steps: int = 100,
         train_bn: bool = False,
         bn_policy: str = "eval",
         gradual: bool = False,
@@ -140,6 +144,7 @@ class TwoPhaseFinetuning(pl.Callback):
         self.max_frozen_epochs = max_frozen_epochs
         self.warmup_steps = warmup_steps
         self.warmup_epochs = warmup_epochs
+        self.min_warmup_steps = min_warmup_steps
         self.train_bn = train_bn
         self.bn_policy = bn_policy
         self.gradual = gradual
@@ -317,7 +322,7 @@ class TwoPhaseFinetuning(pl.Callback):
             if not trainer.max_epochs or trainer.max_epochs < 1:
                 raise ConfigError("set finetune.warmup_steps when trainer.max_epochs is not set.")
             steps_per_epoch = self.total_steps / trainer.max_epochs
-        return round(self.warmup_epochs * steps_per_epoch)
+        return max(round(self.warmup_epochs * steps_per_epoch), self.min_warmup_steps)
 
     def _apply(self, pl_module: pl.LightningModule) -> None:
         pl_module.encoder.set_trainable(

@@ -339,3 +339,18 @@ def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None
         assert s["lr"]["encoder.layer2"] == pytest.approx(expected)
         assert s["lr"]["encoder.stem"] == pytest.approx(expected / 4)
         assert s["lr"]["decoder"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(("min_steps", "expected"), [(2, 4), (6, 6)])
+def test_warmup_in_epochs_lasts_at_least_min_warmup_steps(min_steps: int, expected: int) -> None:
+    callback = TwoPhaseFinetuning(
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        warmup_epochs=1.0,
+        min_warmup_steps=min_steps,
+    )
+    _, recorder, _ = fit(callback, max_epochs=3)
+    assert callback.resolved_warmup_steps == expected  # one epoch is 4 steps
+    for k, s in enumerate(recorder.steps[4:]):
+        assert s["lr"]["encoder.layer2"] == pytest.approx(1e-3 * min(1.0, (k + 1) / expected))
