@@ -354,3 +354,23 @@ def test_warmup_in_epochs_lasts_at_least_min_warmup_steps(min_steps: int, expect
     assert callback.resolved_warmup_steps == expected  # one epoch is 4 steps
     for k, s in enumerate(recorder.steps[4:]):
         assert s["lr"]["encoder.layer2"] == pytest.approx(1e-3 * min(1.0, (k + 1) / expected))
+
+
+@pytest.mark.parametrize(("train_bn", "bn_policy"), [(False, "train"), (True, "eval")])
+def test_bn_modes_follow_the_policy_through_a_transition_at_validation(
+    train_bn: bool, bn_policy: str
+) -> None:
+    # The transition happens at the end of a validation, while the model is in eval mode:
+    # the new BatchNorm modes must hold once training resumes, in every later epoch.
+    callback = TwoPhaseFinetuning(
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        warmup_steps=2,
+        train_bn=train_bn,
+        bn_policy=bn_policy,
+    )
+    _, recorder, _ = fit(callback, max_epochs=3)
+    modes = [set(s["encoder_bn_training"]) for s in recorder.steps]
+    assert all(m == {train_bn} for m in modes[:4])  # phase 1: frozen BN follows train_bn
+    assert all(m == {bn_policy == "train"} for m in modes[4:])  # phase 2: bn_policy

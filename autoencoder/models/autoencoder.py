@@ -141,6 +141,12 @@ class Autoencoder(pl.LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({**counts, **self.bottleneck_info})
 
+    def on_validation_model_train(self) -> None:
+        """Back to training mode after validation with ``train()``, not Lightning's restore
+        of the modes from before validation: the encoder re-applies its BatchNorm policy,
+        which the fine-tuning callback may have changed at the end of this validation."""
+        self.train()
+
     # ------------------------------------------------------------------------- forward
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(self.encoder(images))
