@@ -30,6 +30,7 @@ from autoencoder.config import instantiate
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import read_state_dict
 from autoencoder.pretrain import Classifier
 from autoencoder.runs import checkpoint_file, load_autoencoder, load_run_config
 
@@ -95,18 +96,11 @@ def load_classifier(path: str, name: str) -> Classifier:
     last ``classifier.*.weight`` for VGGs).
     """
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(
-            f"classifier_weights={path!r}: no such file. Pass the encoder_weights.pt written by "
-            "scripts/pretrain_encoder.py."
-        )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for unreadable/unsafe files
-        raise ConfigError(
-            f"classifier_weights={str(file)!r} could not be read as a weights-only state dict "
-            f"({type(error).__name__})."
-        ) from None
+    state = read_state_dict(
+        path,
+        option="classifier_weights",
+        hint="Pass the encoder_weights.pt written by scripts/pretrain_encoder.py.",
+    )
     heads = [
         value
         for key, value in (state.items() if isinstance(state, Mapping) else ())

@@ -16,6 +16,7 @@ import urllib.error
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -230,20 +231,28 @@ def _load_weights(net: nn.Module, name: str, weights: str) -> None:
             ) from None
         load_backbone_state_dict(net, state_dict, source=weights_enum.url, name=name)
         return
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ResourceUnavailableError(
-            f"encoder.weights={weights!r}: no such file. Use encoder.weights=imagenet, "
-            f"encoder.weights=null or the path to a state dict saved with torch.save."
-        )
+    loaded = read_state_dict(
+        weights,
+        option="encoder.weights",
+        hint="Use encoder.weights=imagenet, encoder.weights=null or the path to a state dict "
+        "saved with torch.save.",
+    )
+    load_backbone_state_dict(net, loaded, source=weights, name=name)
+
+
+def read_state_dict(path: str, option: str, hint: str) -> Any:
+    """Read a weights file with ``torch.load(weights_only=True)``, which refuses anything but
+    tensors and plain containers; ``option`` and ``hint`` name the setting and the fix."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ResourceUnavailableError(f"{option}={path!r}: no such file. {hint}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unreadable/unsafe files
         raise ConfigError(
-            f"encoder.weights={str(path)!r} could not be read as a weights-only state dict "
+            f"{option}={str(file)!r} could not be read as a weights-only state dict "
             f"({_reason(error)}). Save plain tensors with torch.save(model.state_dict(), PATH)."
         ) from None
-    load_backbone_state_dict(net, loaded, source=str(path), name=name)
 
 
 def load_backbone_state_dict(
