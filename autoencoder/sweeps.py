@@ -1,0 +1,130 @@
+"""Multirun bookkeeping: one sortable table of every job's status, overrides and metrics.
+
+:class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
+After each job of a multirun it records the job's status in ``<job dir>/job_status.json``
+and rewrites ``<sweep dir>/summary.csv`` from every job folder, so the table is current
+after every job, also when a later job fails or the sweep is interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "job_status.json"
+METRICS_FILE = "metrics.json"
+# metrics.json entries that are paths, not results
+_NOT_METRICS = ("best_ckpt",)
+
+
+class SweepSummary(Callback):
+    """Write ``summary.csv`` into the sweep folder: a row per job, a column per override
+    and per final metric, plus ``status`` (COMPLETED, FAILED or INCOMPLETE) and ``error``."""
+
+    def __init__(self, filename: str = "summary.csv") -> None:
+        self.filename = filename
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra = config.hydra
+        if hydra.mode != RunMode.MULTIRUN:
+            return
+        record: dict[str, Any] = {
+            "job": hydra.job.get("num"),
+            "status": job_return.status.name,
+            "overrides": list(hydra.overrides.task),
+            "error": None,
+        }
+        if job_return.status == JobStatus.FAILED:
+            try:
+                job_return.return_value  # noqa: B018  (re-raises the job's exception)
+            except Exception as error:  # the job's own failure, recorded, not handled
+                record["error"] = one_line(error)
+        _write_atomic(Path(hydra.runtime.output_dir) / STATUS_FILE, json.dumps(record, indent=2))
+        write_summary(Path(hydra.sweep.dir), self.filename)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_summary(Path(config.hydra.sweep.dir), self.filename)
+        if path is not None:
+            log.info("sweep summary: %s", path)
+
+
+def job_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One flat record per job folder of a sweep: job, status, overrides, metrics, output_dir."""
+    records = []
+    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        status_file = job_dir / STATUS_FILE
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        if status_file.is_file():
+            status = json.loads(status_file.read_text())
+        elif overrides_file.is_file():  # started, never finished (killed, or still running)
+            overrides = OmegaConf.to_container(OmegaConf.load(overrides_file))
+            status = {"job": job_dir.name, "status": "INCOMPLETE", "overrides": overrides}
+        else:
+            continue
+        record: dict[str, Any] = {
+            "job": status.get("job", job_dir.name),
+            "status": status["status"],
+        }
+        for override in status.get("overrides", []):
+            key, _, value = override.partition("=")
+            record[key.lstrip("+~")] = value
+        metrics_file = job_dir / METRICS_FILE
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            record.update({k: v for k, v in metrics.items() if k not in _NOT_METRICS})
+        record["error"] = status.get("error")
+        record["output_dir"] = str(job_dir)
+        records.append(record)
+    return sorted(records, key=_job_order)
+
+
+def write_summary(sweep_dir: Path, filename: str = "summary.csv") -> Path | None:
+    """Rewrite the sweep's summary table; ``None`` when no job has started yet."""
+    records = job_records(sweep_dir) if sweep_dir.is_dir() else []
+    if not records:
+        return None
+    columns: list[str] = []
+    for record in records:
+        columns += [key for key in record if key not in columns]
+    # identity first, paths and errors last, overrides and metrics in between
+    last = ["error", "output_dir"]
+    columns = [c for c in columns if c not in last] + last
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    path = sweep_dir / filename
+    _write_atomic(path, buffer.getvalue())
+    return path
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one table cell: its message, or the last line of a worker's traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        return lines[-1]  # e.g. a DDP worker's error, re-raised with its traceback as text
+    return f"{type(error).__name__}: {' '.join(lines)}"
+
+
+def _job_order(record: dict[str, Any]) -> tuple[int, str]:
+    job = str(record["job"])
+    return (int(job), job) if job.isdigit() else (1 << 30, job)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, path)
