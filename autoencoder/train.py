@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from autoencoder.config import instantiate, instantiate_all
+from autoencoder.distributed import relaunchable_job
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.logging import finish_loggers, run_config
@@ -63,32 +64,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
-    # From here on a failure still closes the logger runs (W&B: as failed), so the next job
-    # of a multirun gets a run of its own instead of logging into this one.
-    failed = True
-    try:
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        for logger in loggers:
-            logger.log_hyperparams(run_config(cfg))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        optimized = trainer.callback_metrics.get(cfg.optimized_metric)
-        # read before testing: loading the best checkpoint also restores callback states
-        transition_epoch = finetuning.transition_epoch
-        best_ckpt = best_checkpoint(callbacks)
-        test_metrics: dict[str, float] = {}
-        if cfg.get("test") and not trainer.fast_dev_run:
-            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
-            test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
-        summary = {
-            **{name: test_metrics.get(name) for name in TEST_METRICS},
-            **model.bottleneck_info,
-            "transition_epoch": transition_epoch,
-            "best_ckpt": best_ckpt,
-            cfg.optimized_metric: float(optimized) if optimized is not None else None,
-        }
-        failed = False
-    finally:
-        finish_loggers(loggers, failed)
+    with relaunchable_job(output_dir):
+        # From here on a failure still closes the logger runs (W&B: as failed), so the next
+        # job of a multirun gets a run of its own instead of logging into this one.
+        failed = True
+        try:
+            trainer: pl.Trainer = instantiate(
+                cfg.trainer, callbacks=callbacks, logger=loggers or False
+            )
+            for logger in loggers:
+                logger.log_hyperparams(run_config(cfg))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+            # read before testing: loading the best checkpoint also restores callback states
+            transition_epoch = finetuning.transition_epoch
+            best_ckpt = best_checkpoint(callbacks)
+            test_metrics: dict[str, float] = {}
+            if cfg.get("test") and not trainer.fast_dev_run:
+                results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+                test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+            summary = {
+                **{name: test_metrics.get(name) for name in TEST_METRICS},
+                **model.bottleneck_info,
+                "transition_epoch": transition_epoch,
+                "best_ckpt": best_ckpt,
+                cfg.optimized_metric: float(optimized) if optimized is not None else None,
+            }
+            failed = False
+        finally:
+            finish_loggers(loggers, failed)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
