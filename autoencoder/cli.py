@@ -12,17 +12,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from autoencoder.errors import AutoencoderError
+from autoencoder.validation import validate_config
 
 log = logging.getLogger("autoencoder")
 
 
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a job; a user error prints its message (no traceback) and exits with status 1.
+    """Validate the config, then run the job. A user error prints its message (no
+    traceback) and exits with status 1.
 
     In a multirun the error is logged and re-raised instead, so Hydra records the job as
     failed and goes on with the others.
     """
     try:
+        validate_config(cfg)
         return job(cfg)
     except AutoencoderError as error:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
