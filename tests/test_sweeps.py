@@ -1,0 +1,149 @@
+"""Multiruns through scripts/train.py: job folders, the sweep summary, failures, Optuna, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoencoder.sweeps import write_summary
+from tests.test_train import SMALL
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = (*SMALL, "trainer.max_epochs=1", "logger=csv")
+
+
+def run_sweep(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python scripts/train.py -m ...`` run from ``cwd``, so stray folders would show there."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *overrides],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def read_summary(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_basic_sweep_gives_each_job_a_folder_and_writes_a_summary(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(tmp_path, *QUICK, "finetune.factor=2.0,2.6", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert math.isfinite(metrics["test/psnr"])
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    rows = read_summary(sweep)
+    assert [(r["job"], r["status"], r["finetune.factor"]) for r in rows] == [
+        ("0", "COMPLETED", "2.0"),
+        ("1", "COMPLETED", "2.6"),
+    ]
+    for row, job in zip(rows, jobs, strict=True):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert float(row["test/psnr"]) == pytest.approx(metrics["test/psnr"])
+        assert float(row["val/psnr"]) == pytest.approx(metrics["val/psnr"])
+        assert row["output_dir"] == str(sweep / job) and row["error"] == ""
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_failing_job_is_recorded_and_the_other_jobs_finish_intact(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(tmp_path, *QUICK, "encoder.depth=2,9,3", f"hydra.sweep.dir={sweep}")
+    # Hydra runs every job, then exits with status 1 because one failed
+    assert result.returncode == 1
+    assert "encoder.depth=9 is out of range" in result.stderr
+    rows = read_summary(sweep)
+    assert [(r["encoder.depth"], r["status"]) for r in rows] == [
+        ("2", "COMPLETED"),
+        ("9", "FAILED"),
+        ("3", "COMPLETED"),
+    ]
+    assert rows[1]["error"].startswith("ConfigError: encoder.depth=9 is out of range")
+    assert rows[1]["test/psnr"] == "" and not (sweep / "1" / "metrics.json").exists()
+    for job in ("0", "2"):  # the outputs of the finished jobs are complete
+        assert (sweep / job / "metrics.json").is_file()
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_summary_lists_a_job_that_never_finished(tmp_path) -> None:
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=3\n")
+    (tmp_path / "1").mkdir()  # not a job folder: ignored
+    path = write_summary(tmp_path)
+    assert path is not None
+    rows = read_summary(tmp_path)
+    assert [(r["job"], r["status"], r["seed"]) for r in rows] == [("0", "INCOMPLETE", "3")]
+
+
+def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path) -> None:
+    sweep = tmp_path / "optuna"
+    result = run_sweep(
+        tmp_path,
+        "hparams_search=optuna",
+        *QUICK,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_summary(sweep)
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    for row in rows:  # each trial sampled the search space of conf/hparams_search/optuna.yaml
+        assert 1e-4 <= float(row["model.lr"]) <= 3e-3
+        assert 1.5 <= float(row["finetune.factor"]) <= 4.0
+        assert row["model.latent_channels"] in {"16", "32", "64", "128"}
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = max(float(r["val/psnr"]) for r in rows)
+    assert results["best_value"] == pytest.approx(best)
+
+
+@pytest.mark.slow
+def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(
+        tmp_path,
+        *QUICK,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "finetune.patience=null",
+        "finetune.warmup_steps=2",
+        "logger=wandb",
+        "seed=1,2",
+        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        "+callbacks.rank_probe.folder=${paths.output_dir}/probe",
+        f"hydra.sweep.dir={sweep}",
+        env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["seed"], r["status"]) for r in read_summary(sweep)] == [
+        ("1", "COMPLETED"),
+        ("2", "COMPLETED"),
+    ]
+    sums = []
+    for job in ("0", "1"):
+        ranks = [json.loads((sweep / job / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert ranks[0]["world_size"] == 2 and ranks[0] == ranks[1]  # one group per job
+        assert ranks[0]["phase"] == 2
+        sums.append(ranks[0]["encoder_sum"])
+        # one W&B run per job, written by rank 0 only
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
+        assert (sweep / job / "metrics.json").is_file()
+    assert sums[0] != sums[1]  # the jobs trained with their own seeds
+    # ranks > 0 ran their job as a single run in the job's folder: no sweep of their own
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert not (tmp_path / "outputs").exists()
