@@ -210,3 +210,10 @@ def test_slurm_launcher_maps_nodes_tasks_and_gpus_from_the_trainer(tmp_path) -> 
     )
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
         assert f"#SBATCH {line}" in sbatch
+
+
+def test_output_folders_of_runs_and_sweeps_started_together_differ() -> None:
+    first, second = (compose_train(hydra=True).hydra for _ in range(2))
+    assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir
+    # one folder per job of a sweep
+    assert OmegaConf.to_container(first.sweep, resolve=False)["subdir"] == "${hydra.job.num}"

@@ -185,7 +185,8 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
         f"hydra.run.dir={run_dir}",
         "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
         f"+callbacks.rank_probe.folder={probe}",
-        env={"PL_DISABLE_FORK": "1"},
+        "logger=wandb",
+        env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -196,6 +197,10 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
     metrics = read_metrics(run_dir)
     assert metrics["transition_epoch"] == 0 and metrics["test/psnr"] > 5
     assert sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".json")) == ["metrics.json"]
+    # Lightning re-ran the script for rank 1 in the same folder: one folder, one W&B run
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert (run_dir / "train_ddp_process_1.log").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "probe"]
 
 
 def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> None:
