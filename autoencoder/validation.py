@@ -54,7 +54,7 @@ def check_node(path: str, node: DictConfig) -> list[str]:
     parameters, accepts_any = _parameters(target)
     hints = _type_hints(target)
     problems = []
-    present = {str(key) for key in node.keys()}  # noqa: SIM118 (`in node` skips ??? values)
+    present = [str(key) for key in node.keys()]  # noqa: SIM118 (`in node` skips ??? values)
     keys = [key for key in present if not key.startswith("_")]
     for key in keys:
         if key in parameters or accepts_any:
@@ -134,13 +134,8 @@ def _instantiable_nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]
 
 def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
     """The keyword parameters a target accepts, following ``**kwargs`` up a class's bases."""
-    functions = (
-        [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls)]
-        if inspect.isclass(target)
-        else [target]
-    )
     parameters: dict[str, inspect.Parameter] = {}
-    for function in functions:
+    for function in _constructors(target):
         try:
             signature = inspect.signature(function)
         except (TypeError, ValueError):
@@ -158,14 +153,16 @@ def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
     return parameters, True  # **kwargs reaches object: anything goes
 
 
+def _constructors(target: Any) -> list[Any]:
+    """A function, or a class's ``__init__`` methods from the class itself up its bases."""
+    if not inspect.isclass(target):
+        return [target]
+    return [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls)]
+
+
 def _type_hints(target: Any) -> dict[str, Any]:
     hints: dict[str, Any] = {}
-    functions = (
-        [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls)]
-        if inspect.isclass(target)
-        else [target]
-    )
-    for function in reversed(functions):
+    for function in reversed(_constructors(target)):
         try:
             hints.update(typing.get_type_hints(function))
         except Exception:  # an unresolvable annotation: leave that target's types unchecked
