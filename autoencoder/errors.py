@@ -14,3 +14,7 @@ class ConfigError(AutoencoderError, ValueError):
 
 class ResourceUnavailableError(AutoencoderError):
     """A dataset or weights file could not be found or downloaded."""
+
+
+class NonFiniteLossError(AutoencoderError):
+    """The training loss became NaN or infinite; the message names the step and the phase."""

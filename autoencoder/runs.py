@@ -1,18 +1,20 @@
 """A training run's model: built from its composed config, or loaded from its checkpoint.
 
-Lightning checkpoints are pickles and are loaded with ``torch.load(weights_only=False)``:
-load them only from sources you trust.
+Checkpoints are read with ``torch.load(weights_only=True)`` (see
+:mod:`autoencoder.checkpointing`), which refuses to unpickle anything but tensors and plain
+values. The run's ``.hydra/config.yaml`` is another matter: it names the classes that are
+built (``_target_``), so load run folders only from sources you trust, or pass a config of
+your own with ``model_config=PATH``.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from autoencoder.checkpointing import read_checkpoint
 from autoencoder.config import instantiate
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
@@ -81,16 +83,12 @@ def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:
     with open_dict(cfg):
         cfg.encoder.weights = None
     model = build_model(cfg)
-    # Lightning checkpoints pickle more than tensors (loops, callbacks): trusted files only.
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if not isinstance(state, Mapping) or not isinstance(state.get("state_dict"), Mapping):
-        raise ConfigError(f"{ckpt_path} is not a Lightning checkpoint (no 'state_dict').")
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
+    checkpoint = read_checkpoint(ckpt_path)
+    problem = model.checkpoint_mismatch(checkpoint, optimizer=False)
+    if problem:
         raise ConfigError(
-            f"{ckpt_path} does not fit the model of its run config ({' '.join(first[:2])}). "
-            "Pass model_config=PATH to the .hydra/config.yaml of the run that wrote it."
-        ) from None
+            f"{ckpt_path} {problem}. Pass model_config=PATH to the .hydra/config.yaml of the "
+            "run that wrote it."
+        )
+    model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -15,7 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from autoencoder.errors import ConfigError
+from autoencoder.errors import ConfigError, NonFiniteLossError
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
@@ -29,6 +29,9 @@ from autoencoder.param_groups import (
 
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
+NONFINITE_ACTIONS = ("stop", "skip")
+# Where a checkpoint records the settings that decide the shapes of the model's weights.
+ARCHITECTURE_KEY = "autoencoder_architecture"
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -62,6 +65,10 @@ class Autoencoder(pl.LightningModule):
         loss: weights of the loss terms, e.g. ``{"mse": 1.0, "ssim": 0.1}``.
         channels_last: run convolutions in channels-last memory format (much faster on CPU
             and on tensor cores).
+        nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
+            :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
+            fine-tuning phase; ``skip`` skips that batch's update with a warning. The check
+            reads the loss on the host once per step (and, under DDP, agrees across ranks).
     """
 
     def __init__(
@@ -74,10 +81,16 @@ class Autoencoder(pl.LightningModule):
         scheduler: str = "constant",
         loss: Mapping[str, float] | None = None,
         channels_last: bool = True,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         if latent_channels < 1:
             raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
+        if nonfinite_loss not in NONFINITE_ACTIONS:
+            raise ConfigError(
+                f"model.nonfinite_loss={nonfinite_loss!r} is invalid; use one of "
+                f"{', '.join(NONFINITE_ACTIONS)}."
+            )
         self.encoder = encoder
         self.bottleneck = nn.Conv2d(encoder.out_channels[-1], latent_channels, kernel_size=1)
         self.decoder = decoder(
@@ -92,6 +105,8 @@ class Autoencoder(pl.LightningModule):
         self.scheduler_name = scheduler
         self.loss = ReconstructionLoss(loss)
         self.channels_last = channels_last
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_batches = 0
         self.rate_policy: RatePolicy = UniformRates()
         self.bottleneck_info: dict[str, float] = {}
         self.train_metrics = _metrics("train/")
@@ -154,14 +169,17 @@ class Autoencoder(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(images))
 
-    def _step(self, batch: Any, metrics: MetricCollection, stage: str) -> torch.Tensor:
+    def _step(self, batch: Any, metrics: MetricCollection, stage: str) -> torch.Tensor | None:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         reconstruction = self(images.contiguous(memory_format=memory_format))
         loss = self.loss(reconstruction.float(), images)
+        training = stage == "train"
+        if training and not self._loss_is_finite(loss):
+            self._on_nonfinite_loss(loss)
+            return None  # Lightning skips the backward pass and the update
         # torchmetrics flattens with .view(), which needs the default memory layout.
         metrics.update(reconstruction.detach().float().contiguous(), images)
-        training = stage == "train"
         self.log(
             f"{stage}/loss",
             loss,
@@ -174,7 +192,40 @@ class Autoencoder(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (so all ranks stop or skip together)."""
+        nonfinite = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            nonfinite = bool(self.trainer.strategy.reduce_boolean_decision(nonfinite, all=False))
+        return not nonfinite
+
+    def _on_nonfinite_loss(self, loss: torch.Tensor) -> None:
+        where = (
+            f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
+            f"epoch {self.current_epoch}, {self.phase_description()}"
+        )
+        if self.nonfinite_loss == "stop":
+            raise NonFiniteLossError(
+                f"{where}. Lower model.lr (and finetune.encoder_lr), check the data for NaN "
+                "or extreme pixel values, or set model.nonfinite_loss=skip to skip such "
+                "batches. The run's checkpoints/last.ckpt (once an epoch ended) holds the "
+                "weights from before this step."
+            )
+        self.skipped_batches += 1
+        rank_zero_warn(
+            f"{where}: batch skipped (model.nonfinite_loss=skip), "
+            f"{self.skipped_batches} so far in this run."
+        )
+
+    def phase_description(self) -> str:
+        """The fine-tuning phase for messages, from the fine-tuning callback if there is one."""
+        phase = getattr(self.rate_policy, "phase", None)
+        if phase is None:
+            return "no fine-tuning phases"
+        state = "encoder frozen" if phase == 1 else "encoder unfrozen"
+        return f"fine-tuning phase {phase} ({state})"
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, self.train_metrics, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -230,6 +281,80 @@ class Autoencoder(pl.LightningModule):
         optimizer = self.optimizers()
         optimizer = getattr(optimizer, "optimizer", optimizer)
         return {group["name"]: group["lr"] for group in optimizer.param_groups}
+
+    # ------------------------------------------------------------------ checkpoints
+    def architecture(self) -> dict[str, Any]:
+        """The settings that decide the shapes of the weights, as config keys."""
+        optimizer = getattr(self.optimizer_factory, "func", self.optimizer_factory)
+        return {
+            "encoder.name": self.encoder.name,
+            "encoder.depth": self.encoder.depth,
+            "model.latent_channels": self.latent_channels,
+            "decoder.upsample": getattr(self.decoder, "upsample", None),
+            "decoder.width": getattr(self.decoder, "width", None),
+            "decoder.blocks_per_stage": getattr(self.decoder, "blocks_per_stage", None),
+            "decoder.min_channels": getattr(self.decoder, "min_channels", None),
+            "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
+        }
+
+    def checkpoint_mismatch(self, checkpoint: Mapping[str, Any], optimizer: bool = True) -> str:
+        """Why ``checkpoint`` cannot be loaded into this model ("" when it can).
+
+        Names the differing settings when the checkpoint records them (every checkpoint
+        written since they are saved), else the weights whose names or shapes differ.
+        ``optimizer=False`` ignores the optimiser (for loading the weights alone).
+        """
+        saved = checkpoint.get(ARCHITECTURE_KEY)
+        if isinstance(saved, Mapping):
+            mine = self.architecture()
+            keys = [k for k in mine if saved.get(k) != mine[k] and (optimizer or k != "optimizer")]
+            if keys:
+                there = ", ".join(f"{key}={saved.get(key)}" for key in keys)
+                here = ", ".join(f"{key}={mine[key]}" for key in keys)
+                return f"was saved with {there}, but this config has {here}"
+        return _state_dict_mismatch(checkpoint.get("state_dict", {}), self.state_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[ARCHITECTURE_KEY] = self.architecture()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model with the settings that differ, before
+        Lightning's ``load_state_dict`` fails with a list of tensor shapes."""
+        problem = self.checkpoint_mismatch(checkpoint)
+        if problem:
+            path = self._trainer.ckpt_path if self._trainer is not None else None
+            raise ConfigError(
+                f"ckpt_path={path} {problem}. Resume with the config of the run that wrote it "
+                "(the overrides in its .hydra/overrides.yaml), or train without ckpt_path."
+            )
+
+
+def _state_dict_mismatch(
+    saved: Mapping[str, Any], expected: Mapping[str, torch.Tensor], shown: int = 3
+) -> str:
+    """The weights of ``saved`` that are missing, unexpected or of another shape ("" if none)."""
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    wrong = sorted(
+        f"{key} ({_shape(saved[key])} in the checkpoint, {_shape(expected[key])} here)"
+        for key in set(saved) & set(expected)
+        if getattr(saved[key], "shape", None) != expected[key].shape
+    )
+    problems = [
+        f"{len(keys)} {label}: {', '.join(keys[:shown])}"
+        + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+        for label, keys in (
+            ("weights of another shape", wrong),
+            ("missing weights", missing),
+            ("unexpected weights", unexpected),
+        )
+        if keys
+    ]
+    return "does not fit this model: " + "; ".join(problems) if problems else ""
+
+
+def _shape(tensor: Any) -> str:
+    return "x".join(str(size) for size in getattr(tensor, "shape", ())) or "scalar"
 
 
 def _nearest_multiples(size: int, multiple: int) -> str:

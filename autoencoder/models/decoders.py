@@ -96,6 +96,10 @@ class Decoder(nn.Module):
         min_channels: int = 16,
     ) -> None:
         super().__init__()
+        self.upsample = upsample
+        self.width = width
+        self.blocks_per_stage = blocks_per_stage
+        self.min_channels = min_channels
         if upsample not in UPSAMPLE_MODES:
             upsample_block(1, 1, 2, upsample)  # raises the ConfigError naming valid modes
         if width <= 0 or blocks_per_stage < 0:

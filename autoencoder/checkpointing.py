@@ -1,0 +1,144 @@
+"""Checkpoint files: written atomically, read weights-only, with errors that say what to do.
+
+Writing: Lightning's ``TorchCheckpointIO`` writes a local checkpoint through an fsspec
+transaction, to a temporary file in the system temp folder that is then moved into place.
+When the temp folder is on another filesystem than the run (a tmpfs ``/tmp``, a scratch or
+network disk), that move is a copy, and a process killed during it leaves a truncated file
+in place of the last good checkpoint. :class:`AtomicCheckpointIO` writes next to the target,
+flushes it to disk and ``os.replace()``s it, so a checkpoint path always holds a complete
+file: the previous one or the new one.
+
+Reading: every checkpoint is loaded with ``torch.load(weights_only=True)``, which builds
+only tensors and plain containers and refuses to unpickle anything else, so a checkpoint
+file cannot run code (with torch >= 2.6; CVE-2025-32434 affects older versions). The
+checkpoints this project writes hold nothing else.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_warn
+
+from autoencoder.atomic import atomic_save
+from autoencoder.errors import ConfigError
+
+
+@contextmanager
+def checkpoint_errors(path: _PATH) -> Iterator[None]:
+    """Turn the errors of reading the checkpoint ``path`` into :class:`ConfigError`s."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: no such file. Pass an existing checkpoint, e.g. "
+            "outputs/train/runs/<run>/checkpoints/last.ckpt."
+        ) from None
+    except pickle.UnpicklingError as error:
+        raise ConfigError(
+            f"{path} holds pickled objects other than tensors and plain values, which a "
+            f"weights-only load refuses ({error_summary(error)}). Checkpoints written by this "
+            "project never do: use one of your own runs' checkpoints. Unpickling this file "
+            "could run code from it; never do that with a file from an unknown source."
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise ConfigError(
+            f"{path} is not a readable checkpoint ({error_summary(error)}): it is truncated or "
+            "corrupt. Resume from another checkpoint of the run (checkpoints/last.ckpt or "
+            "best-epochNNN.ckpt)."
+        ) from None
+
+
+def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint, loaded weights-only; clear errors for missing, corrupt or
+    unsafe files."""
+    with checkpoint_errors(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(path)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'). Pass a .ckpt written "
+            "by scripts/train.py."
+        )
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that replaces local files atomically and loads weights-only.
+
+    Remote paths (``s3://`` and the like) keep Lightning's own writing. Loading is
+    weights-only unless ``weights_only=False`` is passed, whatever the torch and Lightning
+    versions.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options for local files.")
+        atomic_save(lambda file: torch.save(checkpoint, file), Path(path))
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable | Any = "cpu",
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        # Read here rather than through Lightning, which loaded with weights_only=False
+        # before version 2.6 and had no way to ask otherwise.
+        filesystem = get_filesystem(path)
+        with checkpoint_errors(path):
+            if not filesystem.exists(path):
+                raise FileNotFoundError(path)
+            with filesystem.open(path, "rb") as file:
+                return torch.load(
+                    file, map_location=map_location, weights_only=weights_only is not False
+                )
+
+
+class AtomicCheckpoints(Callback):
+    """Make the trainer write its checkpoints with :class:`AtomicCheckpointIO` (and read
+    them weights-only, resume included).
+
+    It replaces the strategy's default ``TorchCheckpointIO`` in ``setup``, before Lightning
+    restores a ``ckpt_path``; a checkpoint plugin passed to the Trainer is kept (with a
+    warning).
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        current = trainer.strategy.checkpoint_io
+        if isinstance(current, AtomicCheckpointIO):
+            return
+        if type(current) is not TorchCheckpointIO:
+            rank_zero_warn(
+                f"AtomicCheckpoints: the trainer uses {type(current).__name__}, kept as it is; "
+                "its checkpoints are not written atomically by this project."
+            )
+            return
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def error_summary(error: BaseException) -> str:
+    """The gist of a ``torch.load`` error in one sentence: for a weights-only refusal, the
+    global it refused; else the first sentence of the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    refused = [line for line in lines[1:] if "GLOBAL" in line]
+    line = refused[0] if lines[0].startswith("Weights only load failed") and refused else lines[0]
+    return line.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")
