@@ -116,10 +116,17 @@ class _FileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.items[index]
-        with Image.open(path) as image:
-            rgb = to_rgb(image)
-            # Closing the file also frees ``image``, so an RGB file needs its own copy.
-            return (rgb.copy() if rgb is image else rgb), label
+        try:
+            with Image.open(path) as image:
+                rgb = to_rgb(image)
+                # Closing the file also frees ``image``, so an RGB file needs its own copy.
+                return (rgb.copy() if rgb is image else rgb), label
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of reporting bad files
+            raise ConfigError(
+                f"{path} could not be read ({error}); it was readable when the folder was "
+                "scanned, so it changed since. Restore or delete it and restart from the "
+                "run's checkpoints/last.ckpt."
+            ) from None
 
 
 class _TensorDataset(Dataset):
@@ -510,9 +517,14 @@ def _load_npz(file: Path) -> tuple[np.ndarray, np.ndarray | None]:
         except ValueError as exc:  # object arrays need pickle, which is disabled
             raise ConfigError(f"{file} could not be read ({exc}); {_ARRAYS_FORMAT}.") from exc
     if images.dtype != np.uint8:
+        convert = (
+            "16-bit values with (images / 257).round().astype(np.uint8)"
+            if images.dtype == np.uint16
+            else "floats in [0, 1] with (images * 255).round().astype(np.uint8)"
+        )
         raise ConfigError(
             f"{file}: 'images' has dtype {images.dtype}, expected uint8 (0..255). Convert "
-            f"floats in [0, 1] with (images * 255).round().astype(np.uint8); {_ARRAYS_FORMAT}."
+            f"{convert}; {_ARRAYS_FORMAT}."
         )
     grayscale = images.ndim == 3
     rgb = images.ndim == 4 and images.shape[3] == 3
@@ -599,7 +611,11 @@ class FolderDataModule(ImageDataModule):
         )
 
     def _scan(self) -> _FolderIndex:
-        """List, verify and size-check the images once (PIL reads only headers and chunks)."""
+        """List, decode and size-check the images once.
+
+        Every image is decoded in full (``Image.load``), not only checked with
+        ``Image.verify``, which passes a truncated JPEG that would then fail mid-epoch.
+        """
         if self._index is not None:
             return self._index
         if not self.path.is_dir():
@@ -617,7 +633,7 @@ class FolderDataModule(ImageDataModule):
             try:
                 with Image.open(file) as image:
                     sizes[file] = image.size
-                    image.verify()
+                    image.load()
             except Exception:  # PIL signals bad files with many exception types
                 sizes.pop(file, None)
                 corrupt.append(file)
@@ -626,9 +642,11 @@ class FolderDataModule(ImageDataModule):
 
         for root, files in listed.items():
             if not any(file in sizes for file in files):
+                unreadable = f", and {len(files)} unreadable" if files else ""
                 raise ConfigError(
                     f"no images found under {root} (looked for extensions "
-                    f"{', '.join(self.extensions)}). Point data.path at a folder of images."
+                    f"{', '.join(self.extensions)}{unreadable}). Point data.path at a folder "
+                    "of images."
                 )
         distinct = {}
         for file, size in sizes.items():

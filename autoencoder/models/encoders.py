@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from autoencoder.checkpointing import error_summary
 from autoencoder.errors import ConfigError, ResourceUnavailableError
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -251,7 +252,8 @@ def read_state_dict(path: str, option: str, hint: str) -> Any:
     except Exception as error:  # torch raises several types for unreadable/unsafe files
         raise ConfigError(
             f"{option}={str(file)!r} could not be read as a weights-only state dict "
-            f"({_reason(error)}). Save plain tensors with torch.save(model.state_dict(), PATH)."
+            f"({error_summary(error)}). Save plain tensors with "
+            "torch.save(model.state_dict(), PATH)."
         ) from None
 
 
@@ -289,8 +291,8 @@ def load_backbone_state_dict(
                 problems.append(f"{len(keys)} {label} keys: {shown}")
         raise ConfigError(
             f"{source} does not fit encoder {name}: " + "; ".join(problems) + ". Is it a "
-            f"state dict of another architecture? Set encoder={name} to the model it was "
-            f"saved from, or use encoder.weights=imagenet / null."
+            f"state dict of another architecture? Set encoder=NAME to the one it was saved "
+            f"from (this run builds {name}), or use encoder.weights=imagenet / null."
         )
     net.load_state_dict(given, strict=False)
 
