@@ -7,7 +7,7 @@ and a JSON sidecar; rebuild it with::
 
     from autoencoder.encode import load_encoder; encoder = load_encoder("encoder.pt")
 
-Lightning checkpoints are pickles: load them only from sources you trust.
+Checkpoints are loaded weights-only (:mod:`autoencoder.checkpointing`).
 """
 
 from __future__ import annotations

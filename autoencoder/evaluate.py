@@ -4,9 +4,9 @@ A checkpoint is rebuilt from the configuration of the training run that wrote it
 (``<run>/.hydra/config.yaml``, found from ``<run>/checkpoints/*.ckpt``), so any encoder,
 decoder or bottleneck a run used is evaluated without repeating its settings.
 
-Lightning checkpoints are pickles and are loaded with ``torch.load(weights_only=False)``:
-load them only from sources you trust. Classifier weights are loaded with
-``weights_only=True``.
+Checkpoints and classifier weights are loaded with ``torch.load(weights_only=True)``; the
+run's ``.hydra/config.yaml`` names the classes that are built, so use run folders only from
+sources you trust (or pass ``model_config=PATH``).
 """
 
 from __future__ import annotations

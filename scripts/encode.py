@@ -2,7 +2,8 @@
 
 Writes latents.npy and index.csv for a split of the run's data (or ``data=...``), and with
 ``export_encoder=PATH`` the trained encoder + bottleneck for downstream use.
-Checkpoints are pickles (loaded with ``weights_only=False``): only from sources you trust.
+Checkpoints are loaded weights-only; the run config next to them must be trusted (README,
+"Untrusted files").
 """
 
 import hydra

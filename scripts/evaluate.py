@@ -2,7 +2,8 @@
 
 Test MSE, MAE, PSNR and SSIM, reconstruction grids, the worst-reconstructed images and,
 with ``classifier_weights=PATH``, a classifier's accuracy on reconstructions vs originals.
-Checkpoints are pickles (loaded with ``weights_only=False``): only from sources you trust.
+Checkpoints are loaded weights-only; the run config next to them must be trusted (README,
+"Untrusted files").
 """
 
 import hydra
