@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -89,13 +90,17 @@ def test_summary_lists_a_job_that_never_finished(tmp_path) -> None:
     assert [(r["job"], r["status"], r["seed"]) for r in rows] == [("0", "INCOMPLETE", "3")]
 
 
-def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path) -> None:
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, storage) -> None:
     sweep = tmp_path / "optuna"
+    database = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kept = [f"hydra.sweeper.storage={database}", "hydra.sweeper.study_name=s"]
     result = run_sweep(
         tmp_path,
         "hparams_search=optuna",
         *QUICK,
         "hydra.sweeper.n_trials=2",
+        *(kept if storage == "sqlite" else []),
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -108,6 +113,9 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path) -> None:
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = max(float(r["val/psnr"]) for r in rows)
     assert results["best_value"] == pytest.approx(best)
+    if storage == "sqlite":  # the study outlives the process, to be resumed or inspected
+        study = optuna.load_study(study_name="s", storage=database)
+        assert len(study.trials) == 2 and study.best_value == pytest.approx(best)
 
 
 @pytest.mark.slow
