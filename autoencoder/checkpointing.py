@@ -6,7 +6,8 @@ When the temp folder is on another filesystem than the run (a tmpfs ``/tmp``, a 
 network disk), that move is a copy, and a process killed during it leaves a truncated file
 in place of the last good checkpoint. :class:`AtomicCheckpointIO` writes next to the target,
 flushes it to disk and ``os.replace()``s it, so a checkpoint path always holds a complete
-file: the previous one or the new one.
+file: the previous one or the new one. ``conf/trainer/default.yaml`` passes it to the Trainer
+(``plugins``), so every strategy, DDP included, writes and reads checkpoints through it.
 
 Reading: every checkpoint is loaded with ``torch.load(weights_only=True)``, which builds
 only tensors and plain containers and refuses to unpickle anything else, so a checkpoint
@@ -22,14 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
-from pytorch_lightning.utilities import rank_zero_warn
 
 from autoencoder.atomic import atomic_save
 from autoencoder.errors import ConfigError
@@ -109,28 +107,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 return torch.load(
                     file, map_location=map_location, weights_only=weights_only is not False
                 )
-
-
-class AtomicCheckpoints(Callback):
-    """Make the trainer write its checkpoints with :class:`AtomicCheckpointIO` (and read
-    them weights-only, resume included).
-
-    It replaces the strategy's default ``TorchCheckpointIO`` in ``setup``, before Lightning
-    restores a ``ckpt_path``; a checkpoint plugin passed to the Trainer is kept (with a
-    warning).
-    """
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        current = trainer.strategy.checkpoint_io
-        if isinstance(current, AtomicCheckpointIO):
-            return
-        if type(current) is not TorchCheckpointIO:
-            rank_zero_warn(
-                f"AtomicCheckpoints: the trainer uses {type(current).__name__}, kept as it is; "
-                "its checkpoints are not written atomically by this project."
-            )
-            return
-        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def error_summary(error: BaseException) -> str:

@@ -18,8 +18,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.demos.boring_classes import BoringModel
 
+from autoencoder import checkpointing
 from autoencoder.atomic import atomic_save
-from autoencoder.checkpointing import AtomicCheckpointIO, AtomicCheckpoints
+from autoencoder.checkpointing import AtomicCheckpointIO
+from autoencoder.config import instantiate
 from autoencoder.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +135,8 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
         f"""
         import sys, time
         from pathlib import Path
-        from autoencoder.atomic import atomic_save
+        from autoencoder import checkpointing
+from autoencoder.atomic import atomic_save
 
         def write_forever(file):
             file.write(b"x" * 1_000_000)
@@ -165,15 +168,28 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
     assert torch.load(path, weights_only=True) == {"epoch": 2}
 
 
-def test_the_callback_makes_the_trainer_write_atomically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trainer_option", ["default", "ddp"])
+def test_every_trainer_config_writes_checkpoints_atomically(
+    compose_cfg, trainer_option, tmp_path: Path, monkeypatch
+) -> None:
+    cfg = compose_cfg(f"trainer={trainer_option}", "trainer.accelerator=cpu")
+    configured = instantiate(cfg.trainer, logger=False)
+    assert isinstance(configured.strategy.checkpoint_io, AtomicCheckpointIO)
     trainer = pl.Trainer(
         default_root_dir=tmp_path,
-        callbacks=[AtomicCheckpoints()],
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=False,
         max_steps=2,
     )
     trainer.fit(BoringModel())
-    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    written: list[Path] = []
+
+    def recording_save(write: Any, target: Path) -> None:
+        written.append(target)
+        atomic_save(write, target)
+
+    monkeypatch.setattr(checkpointing, "atomic_save", recording_save)
     trainer.save_checkpoint(tmp_path / "boring.ckpt")
+    assert written == [tmp_path / "boring.ckpt"]
     assert torch.load(tmp_path / "boring.ckpt", weights_only=True)["global_step"] > 0
