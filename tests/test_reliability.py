@@ -135,8 +135,7 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
         f"""
         import sys, time
         from pathlib import Path
-        from autoencoder import checkpointing
-from autoencoder.atomic import atomic_save
+        from autoencoder.atomic import atomic_save
 
         def write_forever(file):
             file.write(b"x" * 1_000_000)
