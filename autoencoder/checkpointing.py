@@ -58,21 +58,6 @@ def checkpoint_errors(path: _PATH) -> Iterator[None]:
         ) from None
 
 
-def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint, loaded weights-only; clear errors for missing, corrupt or
-    unsafe files."""
-    with checkpoint_errors(path):
-        if not Path(path).is_file():
-            raise FileNotFoundError(path)
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigError(
-            f"{path} is not a Lightning checkpoint (no 'state_dict'). Pass a .ckpt written "
-            "by scripts/train.py."
-        )
-    return checkpoint
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that replaces local files atomically and loads weights-only.
 
@@ -107,6 +92,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 return torch.load(
                     file, map_location=map_location, weights_only=weights_only is not False
                 )
+
+
+def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint, loaded weights-only; clear errors for missing, corrupt or
+    unsafe files."""
+    checkpoint = AtomicCheckpointIO().load_checkpoint(path, map_location=map_location)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'). Pass a .ckpt written "
+            "by scripts/train.py."
+        )
+    return checkpoint
 
 
 def error_summary(error: BaseException) -> str:

@@ -44,5 +44,6 @@ def relaunchable_job(output_dir: Path) -> Iterator[None]:
             hydra.run.dir = saved_run_dir
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-        os.environ.clear()
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
         os.environ.update(saved_env)

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from autoencoder.atomic import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,9 @@ class SweepSummary(Callback):
             "error": None,
         }
         if job_return.status == JobStatus.FAILED:
-            try:
-                job_return.return_value  # noqa: B018  (re-raises the job's exception)
-            except Exception as error:  # the job's own failure, recorded, not handled
-                record["error"] = one_line(error)
-        _write_atomic(Path(hydra.runtime.output_dir) / STATUS_FILE, json.dumps(record, indent=2))
+            # the exception itself: the ``return_value`` property would print and re-raise it
+            record["error"] = one_line(job_return._return_value)
+        _write_text(Path(hydra.runtime.output_dir) / STATUS_FILE, json.dumps(record, indent=2))
         write_summary(Path(hydra.sweep.dir), self.filename)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -106,7 +105,7 @@ def write_summary(sweep_dir: Path, filename: str = "summary.csv") -> Path | None
     writer.writeheader()
     writer.writerows(records)
     path = sweep_dir / filename
-    _write_atomic(path, buffer.getvalue())
+    _write_text(path, buffer.getvalue())
     return path
 
 
@@ -123,8 +122,6 @@ def _job_order(record: dict[str, Any]) -> tuple[int, str]:
     return (int(job), job) if job.isdigit() else (1 << 30, job)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n")
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, so readers never see half a file."""
+    atomic_save(lambda file: file.write(text.encode()), path)

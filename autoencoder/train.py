@@ -65,39 +65,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     with relaunchable_job(output_dir):
-        # From here on a failure still closes the logger runs (W&B: as failed), so the next
-        # job of a multirun gets a run of its own instead of logging into this one.
-        failed = True
-        try:
-            trainer: pl.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False
-            )
-            for logger in loggers:
-                logger.log_hyperparams(run_config(cfg))
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            optimized = trainer.callback_metrics.get(cfg.optimized_metric)
-            # read before testing: loading the best checkpoint also restores callback states
-            transition_epoch = finetuning.transition_epoch
-            best_ckpt = best_checkpoint(callbacks)
-            test_metrics: dict[str, float] = {}
-            if cfg.get("test") and not trainer.fast_dev_run:
-                results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
-                test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
-            summary = {
-                **{name: test_metrics.get(name) for name in TEST_METRICS},
-                **model.bottleneck_info,
-                "transition_epoch": transition_epoch,
-                "best_ckpt": best_ckpt,
-                cfg.optimized_metric: float(optimized) if optimized is not None else None,
-            }
-            failed = False
-        finally:
-            finish_loggers(loggers, failed)
+        trainer, summary = _fit_and_test(cfg, model, datamodule, finetuning, callbacks, loggers)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / "metrics.json")
     return summary
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    model: Autoencoder,
+    datamodule: pl.LightningDataModule,
+    finetuning: TwoPhaseFinetuning,
+    callbacks: list[Callback],
+    loggers: list[Logger],
+) -> tuple[pl.Trainer, dict[str, Any]]:
+    """Fit, test the best checkpoint and summarise. A failure still closes the logger runs
+    (W&B: as failed), so the next job of a multirun gets a run of its own."""
+    failed = True
+    try:
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        for logger in loggers:
+            logger.log_hyperparams(run_config(cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+        # read before testing: loading the best checkpoint also restores callback states
+        transition_epoch = finetuning.transition_epoch
+        best_ckpt = best_checkpoint(callbacks)
+        test_metrics: dict[str, float] = {}
+        if cfg.get("test") and not trainer.fast_dev_run:
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+            test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+        summary = {
+            **{name: test_metrics.get(name) for name in TEST_METRICS},
+            **model.bottleneck_info,
+            "transition_epoch": transition_epoch,
+            "best_ckpt": best_ckpt,
+            cfg.optimized_metric: float(optimized) if optimized is not None else None,
+        }
+        failed = False
+    finally:
+        finish_loggers(loggers, failed)
+    return trainer, summary
 
 
 def best_checkpoint(callbacks: list[Callback]) -> str | None:

@@ -290,10 +290,10 @@ class Autoencoder(pl.LightningModule):
             "encoder.name": self.encoder.name,
             "encoder.depth": self.encoder.depth,
             "model.latent_channels": self.latent_channels,
-            "decoder.upsample": getattr(self.decoder, "upsample", None),
-            "decoder.width": getattr(self.decoder, "width", None),
-            "decoder.blocks_per_stage": getattr(self.decoder, "blocks_per_stage", None),
-            "decoder.min_channels": getattr(self.decoder, "min_channels", None),
+            "decoder.upsample": self.decoder.upsample,
+            "decoder.width": self.decoder.width,
+            "decoder.blocks_per_stage": self.decoder.blocks_per_stage,
+            "decoder.min_channels": self.decoder.min_channels,
             "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
         }
 
