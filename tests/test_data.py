@@ -388,3 +388,24 @@ def test_train_subset_keeps_a_fixed_low_data_split(arrays_dir) -> None:
     torch.testing.assert_close(first, torch.stack([again.train_set[i][0] for i in range(20)]))
     with pytest.raises(ConfigError, match="train_subset"):
         ArraysDataModule(path=arrays_dir, train_subset=0)
+
+
+def test_a_saved_run_config_with_the_old_module_targets_still_builds(
+    arrays_dir: Path, tmp_path: Path
+) -> None:
+    """Runs saved before the datamodules became a package name ``autoencoder.data.X`` in
+    their ``.hydra/config.yaml``; the package re-exports every class under that name."""
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "data:\n"
+        "  _target_: autoencoder.data.ArraysDataModule\n"
+        f"  path: {arrays_dir}\n"
+        "  batch_size: 8\n"
+        "  num_workers: 0\n"
+    )
+    datamodule = instantiate(OmegaConf.load(saved).data)
+    assert type(datamodule) is ArraysDataModule
+    assert type(datamodule).__module__ == "autoencoder.data.arrays"
+    datamodule.setup("fit")
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and labels.dtype == torch.int64
