@@ -9,10 +9,11 @@ flushes it to disk and ``os.replace()``s it, so a checkpoint path always holds a
 file: the previous one or the new one. ``conf/trainer/default.yaml`` passes it to the Trainer
 (``plugins``), so every strategy, DDP included, writes and reads checkpoints through it.
 
-Reading: every checkpoint is loaded with ``torch.load(weights_only=True)``, which builds
-only tensors and plain containers and refuses to unpickle anything else, so a checkpoint
-file cannot run code (with torch >= 2.6; CVE-2025-32434 affects older versions). The
-checkpoints this project writes hold nothing else.
+Reading: every file of weights the project reads (checkpoints, encoder and classifier state
+dicts, exported encoders) goes through :func:`load_weights_only`, a weights-only load that
+builds only tensors and plain containers and refuses to unpickle anything else, so the file
+cannot run code (with torch >= 2.6; CVE-2025-32434 affects older versions). The checkpoints
+this project writes hold nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -30,7 +31,31 @@ from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autoencoder.atomic import atomic_save
-from autoencoder.errors import ConfigError
+from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
+
+
+def load_weights_only(
+    file: str | Path | BinaryIO, map_location: Any = "cpu", weights_only: bool = True
+) -> Any:
+    """The project's one reader of weight files: tensors and plain containers only, unless a
+    caller passes ``weights_only=False`` explicitly (nothing in this project does)."""
+    return torch.load(file, map_location=map_location, weights_only=weights_only)
+
+
+def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
+    """A state dict (or any tensors in plain containers) from a weights file, read
+    weights-only; ``option`` and ``hint`` name the setting and the fix in errors."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ResourceUnavailableError(f"{option}={path!r}: no such file. {hint}")
+    try:
+        return load_weights_only(file)
+    except Exception as error:  # torch raises several types for unreadable/unsafe files
+        raise ConfigError(
+            f"{option}={str(file)!r} could not be read as a weights-only state dict "
+            f"({error_summary(error)}). Save plain tensors with "
+            "torch.save(model.state_dict(), PATH)."
+        ) from None
 
 
 @contextmanager
@@ -89,7 +114,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if not filesystem.exists(path):
                 raise FileNotFoundError(path)
             with filesystem.open(path, "rb") as file:
-                return torch.load(
+                return load_weights_only(
                     file, map_location=map_location, weights_only=weights_only is not False
                 )
 
@@ -104,14 +129,3 @@ def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
             "by scripts/train.py."
         )
     return checkpoint
-
-
-def error_summary(error: BaseException) -> str:
-    """The gist of a ``torch.load`` error in one sentence: for a weights-only refusal, the
-    global it refused; else the first sentence of the first line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    refused = [line for line in lines[1:] if "GLOBAL" in line]
-    line = refused[0] if lines[0].startswith("Weights only load failed") and refused else lines[0]
-    return line.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")

@@ -23,18 +23,21 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from autoencoder.checkpointing import read_state_dict
 from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
-from autoencoder.evaluate import (
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import Encoder
+from autoencoder.runs import (
+    checkpoint_file,
     data_config,
+    load_autoencoder,
+    load_run_config,
     memory_format,
     pick_device,
     prepare_datamodule,
     sequential_loader,
 )
-from autoencoder.models.autoencoder import Autoencoder
-from autoencoder.models.encoders import Encoder
-from autoencoder.runs import checkpoint_file, load_autoencoder, load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,8 @@ class LatentEncoder(nn.Module):
 def export_encoder(model: Autoencoder, path: Path) -> Path:
     """Save the encoder and bottleneck of ``model`` to ``path``; return the JSON sidecar.
 
-    The state dict holds plain contiguous CPU tensors (``torch.load(weights_only=True)``
-    reads it); the sidecar ``path.with_suffix(".json")`` holds the arguments of
-    :class:`LatentEncoder`.
+    The state dict holds plain contiguous CPU tensors (a weights-only load reads it); the
+    sidecar ``path.with_suffix(".json")`` holds the arguments of :class:`LatentEncoder`.
     """
     state_dict = {
         key: value.detach().cpu().contiguous()
@@ -102,7 +104,13 @@ def load_encoder(path: str | Path) -> LatentEncoder:
     encoder = LatentEncoder(
         meta["name"], meta["depth"], meta["latent_channels"], normalize=meta["normalize"]
     )
-    encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    encoder.load_state_dict(
+        read_state_dict(
+            path,
+            option="load_encoder",
+            hint="Pass the file written by scripts/encode.py ckpt_path=... export_encoder=PATH.",
+        )
+    )
     return encoder.eval()
 
 

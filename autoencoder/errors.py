@@ -18,3 +18,14 @@ class ResourceUnavailableError(AutoencoderError):
 
 class NonFiniteLossError(AutoencoderError):
     """The training loss became NaN or infinite; the message names the step and the phase."""
+
+
+def error_summary(error: BaseException) -> str:
+    """The gist of an error from reading a weights file, in one sentence: for a weights-only
+    refusal, the global it refused; else the first sentence of the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    refused = [line for line in lines[1:] if "GLOBAL" in line]
+    line = refused[0] if lines[0].startswith("Weights only load failed") and refused else lines[0]
+    return line.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")

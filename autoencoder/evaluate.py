@@ -4,14 +4,13 @@ A checkpoint is rebuilt from the configuration of the training run that wrote it
 (``<run>/.hydra/config.yaml``, found from ``<run>/checkpoints/*.ckpt``), so any encoder,
 decoder or bottleneck a run used is evaluated without repeating its settings.
 
-Checkpoints and classifier weights are loaded with ``torch.load(weights_only=True)``; the
-run's ``.hydra/config.yaml`` names the classes that are built, so use run folders only from
-sources you trust (or pass ``model_config=PATH``).
+Checkpoints and classifier weights are read weights-only (:mod:`autoencoder.checkpointing`);
+the run's ``.hydra/config.yaml`` names the classes that are built, so use run folders only
+from sources you trust (or pass ``model_config=PATH``).
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -21,71 +20,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader, Dataset
+from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.utils import make_grid, save_image
 
-from autoencoder.config import instantiate
+from autoencoder.checkpointing import read_state_dict
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
-from autoencoder.models.encoders import read_state_dict
-from autoencoder.pretrain import Classifier
-from autoencoder.runs import checkpoint_file, load_autoencoder, load_run_config
+from autoencoder.models.classifier import Classifier
+from autoencoder.runs import (
+    checkpoint_file,
+    data_config,
+    load_autoencoder,
+    load_run_config,
+    memory_format,
+    pick_device,
+    prepare_datamodule,
+    sequential_loader,
+)
 
 log = logging.getLogger(__name__)
 
 # torchvision classifier heads: ResNet ``fc``, VGG ``classifier.6``.
 _HEAD_PREFIXES = ("fc.", "classifier.")
-
-
-# ------------------------------------------------------------------------------- the data
-def data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The run's ``data`` section, unless the command line gives one.
-
-    ``data=NAME`` replaces it; ``+data.KEY=VALUE`` alone changes one setting of the run's.
-    The result stays inside a copy of the run's config, so interpolations such as
-    ``${paths.data_dir}`` keep resolving.
-    """
-    override = cfg.get("data")
-    if override is not None and "_target_" in override:
-        return override
-    merged = copy.deepcopy(run_cfg)
-    if override is not None:
-        with open_dict(merged):
-            merged.data = OmegaConf.merge(merged.data, override)
-    return merged.data
-
-
-def prepare_datamodule(data_cfg: DictConfig) -> ImageDataModule:
-    """Instantiate the datamodule, download what it needs and build its splits."""
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    return datamodule
-
-
-def sequential_loader(dataset: Dataset, datamodule: ImageDataModule) -> DataLoader:
-    """Batches of ``dataset`` in order (the datamodule's train loader shuffles)."""
-    return DataLoader(
-        dataset,
-        batch_size=datamodule.batch_size,
-        shuffle=False,
-        num_workers=datamodule.num_workers,
-        pin_memory=datamodule.pin_memory,
-    )
-
-
-def pick_device(name: str | None) -> torch.device:
-    """``name``, or CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def memory_format(model: Autoencoder) -> torch.memory_format:
-    return torch.channels_last if model.channels_last else torch.contiguous_format
 
 
 # ------------------------------------------------------------------------ the classifier

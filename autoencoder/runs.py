@@ -1,10 +1,10 @@
-"""A training run's model: built from its composed config, or loaded from its checkpoint.
+"""A training run's model and data: built from its composed config, or loaded from its
+checkpoint, for the jobs that use a trained run (evaluate, encode, notebooks).
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (see
-:mod:`autoencoder.checkpointing`), which refuses to unpickle anything but tensors and plain
-values. The run's ``.hydra/config.yaml`` is another matter: it names the classes that are
-built (``_target_``), so load run folders only from sources you trust, or pass a config of
-your own with ``model_config=PATH``.
+Checkpoints are read weights-only (:mod:`autoencoder.checkpointing`), which refuses to
+unpickle anything but tensors and plain values. The run's ``.hydra/config.yaml`` is another
+matter: it names the classes that are built (``_target_``), so load run folders only from
+sources you trust, or pass a config of your own with ``model_config=PATH``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader, Dataset
 
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.config import instantiate
+from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
@@ -92,3 +95,51 @@ def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:
         )
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
+
+
+# ------------------------------------------------------------------ the run's data
+def data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+    """The run's ``data`` section, unless the command line gives one.
+
+    ``data=NAME`` replaces it; ``+data.KEY=VALUE`` alone changes one setting of the run's.
+    The result stays inside a copy of the run's config, so interpolations such as
+    ``${paths.data_dir}`` keep resolving.
+    """
+    override = cfg.get("data")
+    if override is not None and "_target_" in override:
+        return override
+    merged = copy.deepcopy(run_cfg)
+    if override is not None:
+        with open_dict(merged):
+            merged.data = OmegaConf.merge(merged.data, override)
+    return merged.data
+
+
+def prepare_datamodule(data_cfg: DictConfig) -> ImageDataModule:
+    """Instantiate the datamodule, download what it needs and build its splits."""
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule
+
+
+def sequential_loader(dataset: Dataset, datamodule: ImageDataModule) -> DataLoader:
+    """Batches of ``dataset`` in order (the datamodule's train loader shuffles)."""
+    return DataLoader(
+        dataset,
+        batch_size=datamodule.batch_size,
+        shuffle=False,
+        num_workers=datamodule.num_workers,
+        pin_memory=datamodule.pin_memory,
+    )
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``name``, or CUDA when available, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_format(model: Autoencoder) -> torch.memory_format:
+    return torch.channels_last if model.channels_last else torch.contiguous_format

@@ -19,7 +19,7 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.distributed import relaunchable_job
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
-from autoencoder.logging import finish_loggers, run_config
+from autoencoder.loggers import finish_loggers, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.runs import build_model

@@ -29,9 +29,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from autoencoder.errors import ConfigError
-from autoencoder.evaluate import data_config, evaluate, load_classifier
+from autoencoder.evaluate import evaluate, load_classifier
 from autoencoder.pretrain import pretrain
-from autoencoder.runs import checkpoint_file, load_run_config
+from autoencoder.runs import checkpoint_file, data_config, load_run_config
 from autoencoder.train import train
 from tests.conftest import CONFIG_DIR, make_images
 

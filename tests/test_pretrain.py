@@ -17,8 +17,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from autoencoder.errors import ConfigError
+from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import Encoder
-from autoencoder.pretrain import Classifier, pretrain, save_encoder_weights
+from autoencoder.pretrain import pretrain, save_encoder_weights
 from tests.conftest import CONFIG_DIR, make_images
 
 REPO = Path(__file__).resolve().parents[1]

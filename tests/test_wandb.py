@@ -27,7 +27,7 @@ from wandb.proto.wandb_internal_pb2 import Record
 
 from autoencoder.callbacks import reconstruct
 from autoencoder.config import instantiate
-from autoencoder.logging import multirun_group_and_name
+from autoencoder.loggers import multirun_group_and_name
 from autoencoder.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

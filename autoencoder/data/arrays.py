@@ -44,6 +44,11 @@ class ArraysDataModule(ImageDataModule):
     memory and are converted to float one image at a time.
     """
 
+    labels_hint = (
+        "data=arrays needs a 'labels' array (integers, one per image) in both train.npz and "
+        "test.npz"
+    )
+
     def __init__(self, path: str | Path, **base: Any) -> None:
         super().__init__(**base)
         self.path = Path(path).expanduser()

@@ -131,6 +131,9 @@ class ImageDataModule(pl.LightningDataModule):
             ``None`` keeps them all. Validation and test sets are unchanged.
     """
 
+    # How to give this kind of data labels, for jobs that need them (pretraining).
+    labels_hint = "use a labelled dataset, e.g. data=cifar10"
+
     def __init__(
         self,
         *,

@@ -76,6 +76,11 @@ class FolderDataModule(ImageDataModule):
         **base: Arguments of :class:`ImageDataModule`.
     """
 
+    labels_hint = (
+        "data=folder needs data.labels_from_subfolders=true, with one subfolder per class "
+        "(inside train/ and test/ when those exist)"
+    )
+
     def __init__(
         self,
         path: str | Path,

@@ -15,14 +15,12 @@ from __future__ import annotations
 import urllib.error
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
-from autoencoder.checkpointing import error_summary
+from autoencoder.checkpointing import read_state_dict
 from autoencoder.errors import ConfigError, ResourceUnavailableError
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -239,22 +237,6 @@ def _load_weights(net: nn.Module, name: str, weights: str) -> None:
         "saved with torch.save.",
     )
     load_backbone_state_dict(net, loaded, source=weights, name=name)
-
-
-def read_state_dict(path: str, option: str, hint: str) -> Any:
-    """Read a weights file with ``torch.load(weights_only=True)``, which refuses anything but
-    tensors and plain containers; ``option`` and ``hint`` name the setting and the fix."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ResourceUnavailableError(f"{option}={path!r}: no such file. {hint}")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for unreadable/unsafe files
-        raise ConfigError(
-            f"{option}={str(file)!r} could not be read as a weights-only state dict "
-            f"({error_summary(error)}). Save plain tensors with "
-            "torch.save(model.state_dict(), PATH)."
-        ) from None
 
 
 def load_backbone_state_dict(
