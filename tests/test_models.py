@@ -14,10 +14,10 @@ from autoencoder.errors import ConfigError, ResourceUnavailableError
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import UPSAMPLE_MODES, Decoder, icnr_
-from autoencoder.models.encoders import ENCODER_NAMES, Encoder
+from autoencoder.models.encoders import ENCODERS, Encoder
 
 
-@pytest.mark.parametrize("name", ENCODER_NAMES)
+@pytest.mark.parametrize("name", list(ENCODERS))
 def test_every_encoder_at_every_depth_reconstructs_input_shape(name: str) -> None:
     images = torch.rand(2, 3, 32, 32)
     for depth in range(1, 6):

@@ -42,7 +42,8 @@ class Classifier(pl.LightningModule):
     pool lets it run on images as small as 32 px.
 
     Args:
-        name: torchvision model name, one of :data:`~autoencoder.models.encoders.ENCODER_NAMES`.
+        name: an encoder of :data:`~autoencoder.models.encoders.ENCODERS` that torchvision
+            has as a classifier (every ResNet and VGG).
         num_classes: number of label classes (at least 2).
         lr: peak learning rate.
         weight_decay: weight decay passed to the optimiser.
@@ -67,7 +68,12 @@ class Classifier(pl.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        check_encoder_name(name)
+        torchvision_name = check_encoder_name(name).torchvision_name
+        if torchvision_name is None:
+            raise ConfigError(
+                f"encoder {name} is not a torchvision classifier, so it cannot be pretrained "
+                "here; pretrain it elsewhere and pass its state dict as encoder.weights=PATH."
+            )
         if num_classes < 2:
             raise ConfigError(
                 f"pretraining needs at least 2 classes, but the data has {num_classes}. "
@@ -84,7 +90,7 @@ class Classifier(pl.LightningModule):
             )
         self.name = name
         self.num_classes = num_classes
-        self.net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        self.net = torchvision.models.get_model(torchvision_name, num_classes=num_classes)
         self.lr = lr
         self.weight_decay = weight_decay
         self.optimizer_factory = optimizer or torch.optim.AdamW

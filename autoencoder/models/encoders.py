@@ -8,13 +8,19 @@ An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to k
 * input normalisation: images come in as [0, 1] pixels and are normalised with the
   ImageNet statistics inside :meth:`Encoder.forward`;
 * freezing: which stages are trainable, and which BatchNorm layers stay in eval mode.
+
+Which backbones exist is one table, :data:`ENCODERS`: a name, a builder of the randomly
+initialised network, and a function that cuts it into stages. :func:`register_encoder` adds
+a family; the decoder, the parameter groups and fine-tuning need nothing else.
 """
 
 from __future__ import annotations
 
 import urllib.error
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torchvision
@@ -23,24 +29,12 @@ from torch import nn
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.errors import ConfigError, ResourceUnavailableError
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-VGGS = tuple(f"vgg{n}{bn}" for n in (11, 13, 16, 19) for bn in ("", "_bn"))
-ENCODER_NAMES = RESNETS + VGGS
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Checkpoint wrappers whose prefixes are stripped when loading a state dict file.
 _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
 # Classifier parts that an encoder never keeps.
 _HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
-
-
-def check_encoder_name(name: str) -> None:
-    """Raise a :class:`ConfigError` listing the valid names when ``name`` is not one."""
-    if name not in ENCODER_NAMES:
-        raise ConfigError(
-            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODER_NAMES)} (set encoder=NAME)."
-        )
 
 
 def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
@@ -83,6 +77,61 @@ def _vgg_stages(net: _VGGFeatures) -> OrderedDict[str, nn.Module]:
     return stages
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One entry of the encoder table.
+
+    Attributes:
+        build: returns the randomly initialised network; its state dict uses the key names
+            of the weight files it should load (torchvision's, for torchvision models).
+        stages: cuts that network into an ordered dict of stages, lowest first; every stage
+            maps a feature map to the next, and their order is the order of the forward pass.
+        torchvision_name: the torchvision classification model this backbone comes from:
+            its ImageNet weights load with ``weights="imagenet"``, and pretraining
+            (``scripts/pretrain_encoder.py``) trains it as a classifier. ``None`` for a
+            backbone torchvision does not have.
+    """
+
+    build: Callable[[], nn.Module]
+    stages: Callable[[nn.Module], OrderedDict[str, nn.Module]]
+    torchvision_name: str | None = None
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    **{
+        name: EncoderSpec(partial(torchvision.models.get_model, name), _resnet_stages, name)
+        for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    },
+    **{
+        f"vgg{n}{bn}": EncoderSpec(partial(_VGGFeatures, f"vgg{n}{bn}"), _vgg_stages, f"vgg{n}{bn}")
+        for n in (11, 13, 16, 19)
+        for bn in ("", "_bn")
+    },
+}
+
+
+def register_encoder(
+    name: str,
+    build: Callable[[], nn.Module],
+    stages: Callable[[nn.Module], OrderedDict[str, nn.Module]],
+    torchvision_name: str | None = None,
+) -> None:
+    """Add a backbone family member to :data:`ENCODERS` (see :class:`EncoderSpec`); then
+    ``encoder.name=NAME`` builds it."""
+    if name in ENCODERS:
+        raise ConfigError(f"an encoder named {name!r} is already registered.")
+    ENCODERS[name] = EncoderSpec(build, stages, torchvision_name)
+
+
+def check_encoder_name(name: str) -> EncoderSpec:
+    """The table entry of ``name``; a :class:`ConfigError` listing the valid names if none."""
+    if name not in ENCODERS:
+        raise ConfigError(
+            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)} (set encoder=NAME)."
+        )
+    return ENCODERS[name]
+
+
 def _main_path(stage: nn.Module) -> list[nn.Module]:
     """Convs and pools of a stage in order, without ResNet shortcut (downsample) convs."""
     shortcut = {
@@ -106,7 +155,8 @@ class Encoder(nn.Module):
     """A torchvision ResNet or VGG feature extractor, cut into named stages.
 
     Args:
-        name: torchvision model name, one of :data:`ENCODER_NAMES`.
+        name: an entry of :data:`ENCODERS` (the torchvision model names of every ResNet and
+            VGG, and whatever :func:`register_encoder` added).
         weights: ``"imagenet"`` for torchvision's default weights of that model (downloaded
             on first use, then cached), ``None`` for random initialisation, or a path to a
             local state dict (a torchvision checkpoint, or one this project saved).
@@ -122,16 +172,12 @@ class Encoder(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        check_encoder_name(name)
+        spec = check_encoder_name(name)
         self.name = name
-        net = (
-            torchvision.models.get_model(name, weights=None)
-            if name in RESNETS
-            else _VGGFeatures(name)
-        )
+        net = spec.build()
         if weights is not None:
-            _load_weights(net, name, weights)
-        stages = _resnet_stages(net) if name.startswith("resnet") else _vgg_stages(net)
+            _load_weights(net, name, weights, spec.torchvision_name)
+        stages = spec.stages(net)
         if depth is None:
             depth = len(stages)
         if not 1 <= depth <= len(stages):
@@ -216,9 +262,14 @@ class Encoder(nn.Module):
         return x
 
 
-def _load_weights(net: nn.Module, name: str, weights: str) -> None:
+def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str | None) -> None:
     if weights == "imagenet":
-        weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+        if torchvision_name is None:
+            raise ConfigError(
+                f"encoder {name} has no ImageNet weights in torchvision. Use "
+                "encoder.weights=PATH (a state dict) or encoder.weights=null."
+            )
+        weights_enum = torchvision.models.get_model_weights(torchvision_name).DEFAULT
         try:
             state_dict = weights_enum.get_state_dict(progress=True, check_hash=True)
         except (urllib.error.URLError, OSError, RuntimeError) as error:
