@@ -3,6 +3,8 @@
 Scripts catch :class:`AutoencoderError` and print its message without a traceback.
 """
 
+import typing
+
 
 class AutoencoderError(Exception):
     """A problem the user can fix: bad configuration, missing files, offline downloads."""
@@ -29,3 +31,14 @@ def error_summary(error: BaseException) -> str:
     refused = [line for line in lines[1:] if "GLOBAL" in line]
     line = refused[0] if lines[0].startswith("Weights only load failed") and refused else lines[0]
     return line.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")
+
+
+def check_choice(option: str, value: object, choices: object) -> None:
+    """Raise a :class:`ConfigError` unless ``value`` is one of the values of the ``Literal``
+    type ``choices``: the check the config validation makes, for code that builds objects
+    directly."""
+    valid = typing.get_args(choices)
+    if value not in valid:
+        raise ConfigError(
+            f"{option}={value!r} is invalid; use one of {', '.join(map(str, valid))}."
+        )

@@ -17,19 +17,85 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import pytorch_lightning as pl
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from autoencoder.errors import ConfigError
-from autoencoder.param_groups import DECODER_GROUP, encoder_group, spread_rates
+from autoencoder.errors import ConfigError, check_choice
+from autoencoder.param_groups import (
+    DECODER_GROUP,
+    ENCODER_PREFIX,
+    RatePolicy,
+    encoder_group,
+    spread_rates,
+)
 
-MODES = ("min", "max")
-BN_POLICIES = ("eval", "train")
-ENCODER_SCHEDULES = ("constant", "stlr")
-GRADUAL_TRIGGERS = ("plateau", "epoch")
+Mode = Literal["min", "max"]
+BnPolicy = Literal["eval", "train"]
+EncoderSchedule = Literal["constant", "stlr"]
+GradualTrigger = Literal["plateau", "epoch"]
+
+
+class StagedEncoder(Protocol):
+    """The encoder of a :class:`FinetunableModel`."""
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The stages, lowest first; one parameter group ``encoder.<stage>`` each."""
+        ...
+
+    def set_trainable(
+        self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
+    ) -> None:
+        """Make the top ``num_trainable`` stages trainable, freeze the rest (no gradients),
+        and keep the chosen BatchNorm layers in eval mode."""
+        ...
+
+
+class FinetunableModel(Protocol):
+    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes.
+
+    * ``encoder``: a :class:`StagedEncoder`;
+    * ``rate_policy``: the callback sets itself here; the model's ``configure_optimizers``
+      asks it for every group's peak rate and per-step multiplier (:class:`RatePolicy`);
+    * ``lr``: the decoder's rate, also the top encoder stage's unless ``encoder_lr`` is set;
+    * ``refresh_learning_rates()``: re-evaluate every group's rate now, after the policy
+      changed in the middle of a step.
+
+    :class:`~autoencoder.models.autoencoder.Autoencoder` is one; ``setup`` checks a model
+    for all of it and names what is missing.
+    """
+
+    encoder: StagedEncoder
+    rate_policy: RatePolicy
+    lr: float
+
+    def refresh_learning_rates(self) -> None: ...
+
+
+# The members of FinetunableModel, as attribute paths for the check in ``setup``.
+_REQUIRED_MEMBERS = (
+    "encoder",
+    "encoder.stage_names",
+    "encoder.set_trainable",
+    "rate_policy",
+    "lr",
+    "refresh_learning_rates",
+)
+
+
+def missing_members(model: object) -> list[str]:
+    """The members of :class:`FinetunableModel` that ``model`` lacks."""
+    missing = []
+    for path in _REQUIRED_MEMBERS:
+        target = model
+        for name in path.split("."):
+            target = getattr(target, name, None)
+        if target is None:
+            missing.append(path)
+    return missing
 
 
 def plateau_update(
@@ -62,13 +128,17 @@ class TwoPhaseFinetuning(pl.Callback):
     * ``frozen``: ``patience=None`` and ``max_frozen_epochs=None`` (phase 1 forever);
     * ``epoch``: ``min_frozen_epochs = max_frozen_epochs = N`` with ``patience=None``.
 
+    The model must follow :class:`FinetunableModel`.
+
     Args:
-        encoder_lr: peak rate of the top encoder stage in phase 2.
+        encoder_lr: peak rate of the top encoder stage in phase 2 (``None``: the model's
+            ``lr``, the decoder's rate).
         factor: each lower stage gets the rate of the stage above divided by this.
         lr_range: instead, a fastai-style ``[low, high]`` pair spread geometrically
             from the lowest stage to the top one.
         rates: instead, one explicit rate per stage, lowest first.
-        monitor, mode: the metric whose plateau ends phase 1 (logged at validation).
+        monitor, mode: the metric whose plateau ends phase 1 (logged at validation). A NaN
+            or infinite value is skipped with a warning, never counted as a plateau.
         patience: validation checks without improvement that make a plateau
             (``None``: never transition on a plateau).
         min_delta: the smallest change that counts as an improvement.
@@ -93,37 +163,33 @@ class TwoPhaseFinetuning(pl.Callback):
 
     def __init__(
         self,
-        encoder_lr: float = 1e-3,
+        encoder_lr: float | None = None,
         factor: float = 2.6,
         lr_range: Sequence[float] | None = None,
         rates: Sequence[float] | None = None,
         monitor: str = "val/loss",
-        mode: str = "min",
+        mode: Mode = "min",
         patience: int | None = 1,
         min_delta: float = 0.0,
         relative_delta: bool = False,
         min_frozen_epochs: float = 1.0,
-        max_frozen_epochs: float | None = None,
+        max_frozen_epochs: float | None = 1.0,
         warmup_steps: int | None = None,
         warmup_epochs: float = 1.0,
         min_warmup_steps: int = 100,
         train_bn: bool = False,
-        bn_policy: str = "eval",
+        bn_policy: BnPolicy = "eval",
         gradual: bool = False,
-        gradual_every: str = "plateau",
-        schedule: str = "constant",
+        gradual_every: GradualTrigger = "plateau",
+        schedule: EncoderSchedule = "constant",
         stlr_cut_frac: float = 0.1,
         stlr_ratio: float = 32.0,
     ) -> None:
         super().__init__()
-        for option, value, valid in (
-            ("mode", mode, MODES),
-            ("bn_policy", bn_policy, BN_POLICIES),
-            ("schedule", schedule, ENCODER_SCHEDULES),
-            ("gradual_every", gradual_every, GRADUAL_TRIGGERS),
-        ):
-            if value not in valid:
-                raise ConfigError(f"finetune.{option}={value!r} is invalid; use one of {valid}.")
+        check_choice("finetune.mode", mode, Mode)
+        check_choice("finetune.bn_policy", bn_policy, BnPolicy)
+        check_choice("finetune.schedule", schedule, EncoderSchedule)
+        check_choice("finetune.gradual_every", gradual_every, GradualTrigger)
         if patience is not None and patience < 1:
             raise ConfigError(f"finetune.patience must be >= 1 or null, got {patience}.")
         if max_frozen_epochs is not None and max_frozen_epochs < min_frozen_epochs:
@@ -174,8 +240,9 @@ class TwoPhaseFinetuning(pl.Callback):
 
     # ------------------------------------------------------------------ rate policy
     def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
+        top_rate = decoder_lr if self.encoder_lr is None else self.encoder_lr
         stage_rates = spread_rates(
-            len(self.stage_names), self.encoder_lr, self.factor, self.lr_range, self.rates
+            len(self.stage_names), top_rate, self.factor, self.lr_range, self.rates
         )
         peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
         peaks[DECODER_GROUP] = decoder_lr
@@ -187,7 +254,7 @@ class TwoPhaseFinetuning(pl.Callback):
     def multiplier(self, group_name: str, step: int) -> float:
         if group_name == DECODER_GROUP:
             return 1.0
-        start = self.unfreeze_steps.get(group_name.removeprefix("encoder."))
+        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
         if start is None or step < start:
             return 0.0
         if self.schedule == "stlr":
@@ -202,10 +269,15 @@ class TwoPhaseFinetuning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        encoder = getattr(pl_module, "encoder", None)
-        if encoder is None or not hasattr(encoder, "set_trainable"):
-            raise ConfigError("TwoPhaseFinetuning needs a model with a staged `encoder`.")
-        self.stage_names = list(encoder.stage_names)
+        missing = missing_members(pl_module)
+        if missing:
+            raise ConfigError(
+                f"TwoPhaseFinetuning cannot fine-tune {type(pl_module).__name__}: it lacks "
+                f"{', '.join(missing)}. The model must follow "
+                "autoencoder.finetuning.FinetunableModel (as autoencoder.models.Autoencoder "
+                "does), or train it without the finetune callback."
+            )
+        self.stage_names = list(pl_module.encoder.stage_names)
         pl_module.rate_policy = self
         if isinstance(trainer.strategy, DDPStrategy) and not trainer.strategy._ddp_kwargs.get(
             "find_unused_parameters", False
@@ -243,6 +315,10 @@ class TwoPhaseFinetuning(pl.Callback):
             self.last_unfreeze_epoch = epochs_done
 
     def _plateau_decision(self, trainer: pl.Trainer, epochs_done: float) -> bool:
+        """Whether to unfreeze now: phase 1 past its cap, or a plateau of the monitor.
+
+        A NaN or infinite value is skipped: it changes neither the best value nor the wait.
+        """
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             available = ", ".join(sorted(trainer.callback_metrics)) or "none"
@@ -250,15 +326,21 @@ class TwoPhaseFinetuning(pl.Callback):
                 f"finetune.monitor={self.monitor!r} was not logged at validation "
                 f"(logged: {available}). Set finetune.monitor to one of them."
             )
+        frozen = self.phase == 1
+        if frozen and self.max_frozen_epochs is not None and epochs_done >= self.max_frozen_epochs:
+            return True
         value = float(value)
+        if not math.isfinite(value):
+            rank_zero_warn(
+                f"finetune: {self.monitor} is {value} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}; skipped, not counted towards a plateau."
+            )
+            return False
         _, self.best, self.wait = plateau_update(
             value, self.best, self.wait, self.mode, self.min_delta, self.relative_delta
         )
-        if self.phase == 1:
-            if self.max_frozen_epochs is not None and epochs_done >= self.max_frozen_epochs:
-                return True
-            if epochs_done < self.min_frozen_epochs:
-                return False
+        if frozen and epochs_done < self.min_frozen_epochs:
+            return False
         return self.patience is not None and self.wait >= self.patience
 
     # -------------------------------------------------------------------- mechanics
@@ -295,7 +377,7 @@ class TwoPhaseFinetuning(pl.Callback):
         summary = ", ".join(
             f"{name}={rate:.2e}"
             for name, rate in peaks.items()
-            if name == DECODER_GROUP or name.removeprefix("encoder.") in self.unfreeze_steps
+            if name == DECODER_GROUP or name.removeprefix(ENCODER_PREFIX) in self.unfreeze_steps
         )
         if self.transition_step == step:
             for logger in trainer.loggers:

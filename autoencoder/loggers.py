@@ -6,7 +6,7 @@ import netrc
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,9 +14,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from autoencoder.errors import ConfigError
+from autoencoder.errors import check_choice
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+WandbMode = Literal["auto", "online", "offline", "disabled"]
 
 
 def wandb_credentials_available() -> bool:
@@ -30,10 +30,9 @@ def wandb_credentials_available() -> bool:
         return False
 
 
-def resolve_wandb_mode(mode: str) -> str:
+def resolve_wandb_mode(mode: WandbMode) -> str:
     """``auto`` means: ``WANDB_MODE`` if the user set it, online with credentials, else offline."""
-    if mode not in WANDB_MODES:
-        raise ConfigError(f"logger.wandb.mode={mode!r} is invalid; use one of {WANDB_MODES}.")
+    check_choice("logger.wandb.mode", mode, WandbMode)
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE"):
@@ -44,7 +43,7 @@ def resolve_wandb_mode(mode: str) -> str:
 def wandb_logger(
     project: str,
     save_dir: str,
-    mode: str = "auto",
+    mode: WandbMode = "auto",
     entity: str | None = None,
     name: str | None = None,
     group: str | None = None,

@@ -27,7 +27,7 @@ class ReconstructionLoss(nn.Module):
         super().__init__()
         weights = dict(weights or {"mse": 1.0})
         unknown = sorted(set(weights) - set(LOSSES))
-        if unknown or not weights:
+        if unknown:
             raise ConfigError(
                 f"unknown loss term(s) {unknown}. Valid terms: {', '.join(LOSSES)}; set e.g. "
                 f"model.loss={{mse:1.0,ssim:0.1}}."

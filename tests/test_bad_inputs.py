@@ -303,8 +303,9 @@ CASES = [
     Case(
         "unknown-decoder-upsampling",
         lambda i: cli_train(i, "decoder.upsample=bilinear"),
-        "error: unknown decoder upsampling 'bilinear'. Valid: resize_conv, pixel_shuffle, "
-        "transposed (set decoder=NAME or decoder.upsample=NAME).",
+        "error: invalid configuration:\n"
+        "error:   decoder.upsample='bilinear': expected one of 'resize_conv', "
+        "'pixel_shuffle', 'transposed', got str",
     ),
     Case(
         "unknown-dataset",

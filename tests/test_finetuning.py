@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -250,6 +251,69 @@ def test_monitor_that_is_never_logged_is_reported() -> None:
     callback = TwoPhaseFinetuning(monitor="val/typo", max_frozen_epochs=None)
     with pytest.raises(ConfigError, match=r"finetune.monitor='val/typo' .* val/loss"):
         fit(callback, max_epochs=1)
+
+
+class ProbedModel(Autoencoder):
+    """Logs ``val/probe``: NaN at the validations of ``nan_epochs``, else 1.0."""
+
+    def __init__(self, nan_epochs: set[int]) -> None:
+        super().__init__(Encoder("resnet18", weights=None, depth=3), latent_channels=8)
+        self.nan_epochs = nan_epochs
+
+    def on_validation_epoch_end(self) -> None:
+        value = math.nan if self.current_epoch in self.nan_epochs else 1.0
+        self.log("val/probe", value)
+
+
+@pytest.mark.parametrize(("nan_epochs", "transition_epoch"), [(set(), 1), ({1, 2}, 3)])
+def test_a_nan_monitored_value_is_skipped_not_counted_as_a_plateau(
+    nan_epochs: set[int], transition_epoch: int
+) -> None:
+    """The probe never improves, so the second finite value is a plateau (patience 1); NaN
+    values in between must change neither the best value nor the wait."""
+    callback = TwoPhaseFinetuning(
+        monitor="val/probe",
+        patience=1,
+        min_frozen_epochs=0,
+        max_frozen_epochs=None,
+        warmup_steps=0,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=4,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    datamodule = SyntheticDataModule(num_train=32, num_val=16, num_test=16, batch_size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(ProbedModel(nan_epochs), datamodule=datamodule)
+    assert callback.transition_epoch == transition_epoch
+    skipped = [w for w in caught if "not counted towards a plateau" in str(w.message)]
+    assert len(skipped) == len(nan_epochs)
+
+
+class NoEncoderModel(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 1e-3
+        self.layer = nn.Linear(2, 2)
+
+
+def test_a_model_without_the_contract_is_refused_naming_what_it_lacks() -> None:
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False)
+    with pytest.raises(ConfigError) as error:
+        TwoPhaseFinetuning().setup(trainer, NoEncoderModel(), "fit")
+    message = str(error.value)
+    lacks = (
+        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, refresh_learning_rates"
+    )
+    assert f"NoEncoderModel: it lacks {lacks}." in message
+    assert "autoencoder.finetuning.FinetunableModel" in message
 
 
 # --------------------------------------------------------- strategies, through Hydra

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -15,13 +15,14 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from autoencoder.errors import ConfigError, NonFiniteLossError
+from autoencoder.errors import ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import (
     DECODER_GROUP,
     RatePolicy,
+    Schedule,
     UniformRates,
     encoder_group,
     schedule_multiplier,
@@ -29,7 +30,7 @@ from autoencoder.param_groups import (
 
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
-NONFINITE_ACTIONS = ("stop", "skip")
+NonfiniteAction = Literal["stop", "skip"]
 # Where a checkpoint records the settings that decide the shapes of the model's weights.
 ARCHITECTURE_KEY = "autoencoder_architecture"
 
@@ -78,19 +79,16 @@ class Autoencoder(pl.LightningModule):
         latent_channels: int = 64,
         lr: float = 1e-3,
         optimizer: OptimizerFactory | None = None,
-        scheduler: str = "constant",
+        scheduler: Schedule = "constant",
         loss: Mapping[str, float] | None = None,
         channels_last: bool = True,
-        nonfinite_loss: str = "stop",
+        nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
         super().__init__()
         if latent_channels < 1:
             raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
-        if nonfinite_loss not in NONFINITE_ACTIONS:
-            raise ConfigError(
-                f"model.nonfinite_loss={nonfinite_loss!r} is invalid; use one of "
-                f"{', '.join(NONFINITE_ACTIONS)}."
-            )
+        check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
+        check_choice("model.scheduler", scheduler, Schedule)
         self.encoder = encoder
         self.bottleneck = nn.Conv2d(encoder.out_channels[-1], latent_channels, kernel_size=1)
         self.decoder = decoder(
@@ -101,7 +99,6 @@ class Autoencoder(pl.LightningModule):
         self.latent_channels = latent_channels
         self.lr = lr
         self.optimizer_factory = optimizer or torch.optim.AdamW
-        schedule_multiplier(scheduler, 0, 1.0)  # validates the name early
         self.scheduler_name = scheduler
         self.loss = ReconstructionLoss(loss)
         self.channels_last = channels_last
@@ -276,11 +273,6 @@ class Autoencoder(pl.LightningModule):
         ):
             group["lr"] = base * fn(step)
         scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-
-    def current_rates(self) -> dict[str, float]:
-        optimizer = self.optimizers()
-        optimizer = getattr(optimizer, "optimizer", optimizer)
-        return {group["name"]: group["lr"] for group in optimizer.param_groups}
 
     # ------------------------------------------------------------------ checkpoints
     def architecture(self) -> dict[str, Any]:

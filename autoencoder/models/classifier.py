@@ -19,9 +19,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
-from autoencoder.errors import ConfigError
+from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import IMAGENET_MEAN, IMAGENET_STD, check_encoder_name
-from autoencoder.param_groups import SCHEDULES, schedule_multiplier
+from autoencoder.param_groups import Schedule, schedule_multiplier
 
 OptimizerFactory = Callable[..., Optimizer]
 _DEFAULT_LABELS_HINT = "use a labelled dataset, e.g. data=cifar10"
@@ -63,7 +63,7 @@ class Classifier(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
         optimizer: OptimizerFactory | None = None,
-        scheduler: str = "cosine",
+        scheduler: Schedule = "cosine",
         label_smoothing: float = 0.0,
         channels_last: bool = True,
     ) -> None:
@@ -79,10 +79,7 @@ class Classifier(pl.LightningModule):
                 f"pretraining needs at least 2 classes, but the data has {num_classes}. "
                 "Use a dataset whose labels take two or more values."
             )
-        if scheduler not in SCHEDULES:
-            raise ConfigError(
-                f"unknown classifier.scheduler {scheduler!r}; valid: {', '.join(SCHEDULES)}."
-            )
+        check_choice("classifier.scheduler", scheduler, Schedule)
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(
                 f"classifier.label_smoothing must be in [0, 1), got {label_smoothing}. "

@@ -8,13 +8,15 @@ are no skip connections: everything the decoder sees passes through the bottlene
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-from autoencoder.errors import ConfigError
+from autoencoder.errors import ConfigError, check_choice
 
-UPSAMPLE_MODES = ("resize_conv", "pixel_shuffle", "transposed")
+Upsample = Literal["resize_conv", "pixel_shuffle", "transposed"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(Upsample)
 
 
 def icnr_(weight: torch.Tensor, scale: int) -> torch.Tensor:
@@ -40,7 +42,9 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def upsample_block(in_channels: int, out_channels: int, scale: int, mode: str) -> nn.Sequential:
+def upsample_block(
+    in_channels: int, out_channels: int, scale: int, mode: Upsample
+) -> nn.Sequential:
     """Upsample by ``scale`` (1 = none) and map ``in_channels`` to ``out_channels``."""
     if scale == 1:
         return conv_bn_relu(in_channels, out_channels)
@@ -55,20 +59,15 @@ def upsample_block(in_channels: int, out_channels: int, scale: int, mode: str) -
         return nn.Sequential(
             conv, nn.PixelShuffle(scale), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
         )
-    if mode == "transposed":
-        conv = nn.ConvTranspose2d(
-            in_channels,
-            out_channels,
-            kernel_size=2 * scale,
-            stride=scale,
-            padding=scale // 2,
-            bias=False,
-        )
-        return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-    raise ConfigError(
-        f"unknown decoder upsampling {mode!r}. Valid: {', '.join(UPSAMPLE_MODES)} "
-        f"(set decoder=NAME or decoder.upsample=NAME)."
+    conv = nn.ConvTranspose2d(  # transposed
+        in_channels,
+        out_channels,
+        kernel_size=2 * scale,
+        stride=scale,
+        padding=scale // 2,
+        bias=False,
     )
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class Decoder(nn.Module):
@@ -90,7 +89,7 @@ class Decoder(nn.Module):
         latent_channels: int,
         stage_channels: Sequence[int],
         stage_reductions: Sequence[int],
-        upsample: str = "resize_conv",
+        upsample: Upsample = "resize_conv",
         width: float = 1.0,
         blocks_per_stage: int = 1,
         min_channels: int = 16,
@@ -100,8 +99,7 @@ class Decoder(nn.Module):
         self.width = width
         self.blocks_per_stage = blocks_per_stage
         self.min_channels = min_channels
-        if upsample not in UPSAMPLE_MODES:
-            upsample_block(1, 1, 2, upsample)  # raises the ConfigError naming valid modes
+        check_choice("decoder.upsample", upsample, Upsample)
         if width <= 0 or blocks_per_stage < 0:
             raise ConfigError(
                 f"decoder.width must be > 0 and decoder.blocks_per_stage >= 0 "

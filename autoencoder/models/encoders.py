@@ -211,10 +211,6 @@ class Encoder(nn.Module):
         """Total downsampling between the input and the last kept stage."""
         return self.reductions[-1]
 
-    @property
-    def frozen_stages(self) -> list[str]:
-        return [name for name in self.stage_names if name in self._frozen]
-
     def set_trainable(
         self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
     ) -> None:
