@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from autoencoder.errors import AutoencoderError
+from autoencoder.errors import AutoencoderError, user_message
 from autoencoder.validation import validate_config
 
 log = logging.getLogger("autoencoder")
@@ -29,8 +29,8 @@ def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         return job(cfg)
     except AutoencoderError as error:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s", error)
+            log.error("%s", user_message(error))
             raise
-        for line in str(error).splitlines():
+        for line in user_message(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.exit(1)

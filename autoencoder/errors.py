@@ -42,3 +42,17 @@ def check_choice(option: str, value: object, choices: object) -> None:
         raise ConfigError(
             f"{option}={value!r} is invalid; use one of {', '.join(map(str, valid))}."
         )
+
+
+def user_message(error: BaseException) -> str:
+    """The message of ``error`` as its author wrote it.
+
+    An error raised in a DataLoader worker process reaches the main process re-raised by
+    torch with the worker's traceback as its message ("Caught ConfigError in DataLoader
+    worker process 0. Original Traceback ..."); this returns the original message alone.
+    """
+    text = str(error)
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    if text.startswith("Caught ") and "Original Traceback" in text and marker in text:
+        return text.rpartition(marker)[2].strip()
+    return text

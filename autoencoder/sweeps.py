@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
+from autoencoder.errors import user_message
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def write_summary(sweep_dir: Path, filename: str = "summary.csv") -> Path | None
 
 def one_line(error: BaseException) -> str:
     """An exception as one table cell: its message, or the last line of a worker's traceback."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line.strip() for line in user_message(error).splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
         return lines[-1]  # e.g. a DDP worker's error, re-raised with its traceback as text
     return f"{type(error).__name__}: {' '.join(lines)}"
