@@ -28,11 +28,11 @@ class ReconstructionImages(Callback):
     Only rank 0 computes and logs them.
 
     Args:
-        num_images: images per grid.
         dirpath: folder for the PNG files when no W&B logger is attached.
+        num_images: images per grid.
     """
 
-    def __init__(self, num_images: int = 16, dirpath: str | Path = "reconstructions") -> None:
+    def __init__(self, dirpath: str | Path, num_images: int = 16) -> None:
         if num_images < 1:
             raise ConfigError(
                 f"callbacks.reconstructions.num_images must be >= 1, got {num_images}."

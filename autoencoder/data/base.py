@@ -138,7 +138,7 @@ class ImageDataModule(pl.LightningDataModule):
         self,
         *,
         batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int = 2,
         image_size: int | None = None,
         random_crop: bool = False,
         horizontal_flip: bool = False,

@@ -32,6 +32,8 @@ class SyntheticDataModule(ImageDataModule):
     Smooth, structured images an autoencoder can learn, for tests and offline smoke runs.
     The label is the number of blobs minus one (``num_classes == 4``). Each split has its own
     generator seeded from ``seed``, so changing ``num_train`` does not change val or test.
+    The images live in memory as tensors, so loading needs no workers (``num_workers=0``),
+    and small sets get several steps per epoch (``batch_size=32``).
     """
 
     max_blobs = 4
@@ -43,13 +45,17 @@ class SyntheticDataModule(ImageDataModule):
         num_test: int = 64,
         image_size: int = 32,
         seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 0,
         **base: Any,
     ) -> None:
         if image_size is None:
             raise ConfigError(
                 "data.image_size must be set for synthetic data. Use e.g. data.image_size=32."
             )
-        super().__init__(image_size=image_size, **base)
+        super().__init__(
+            image_size=image_size, batch_size=batch_size, num_workers=num_workers, **base
+        )
         self.num_train = check_positive_int("num_train", num_train, 256)
         self.num_val = check_positive_int("num_val", num_val, 64)
         self.num_test = check_positive_int("num_test", num_test, 64)

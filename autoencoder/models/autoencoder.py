@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -80,7 +81,7 @@ class Autoencoder(pl.LightningModule):
         lr: float = 1e-3,
         optimizer: OptimizerFactory | None = None,
         scheduler: Schedule = "constant",
-        loss: Mapping[str, float] | None = None,
+        loss: Mapping[str, float] = MappingProxyType({"mse": 1.0}),
         channels_last: bool = True,
         nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
