@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-from lightning_fabric.utilities.cloud_io import get_filesystem
-from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autoencoder.atomic import atomic_save
@@ -59,7 +58,7 @@ def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
 
 
 @contextmanager
-def checkpoint_errors(path: _PATH) -> Iterator[None]:
+def checkpoint_errors(path: str | Path) -> Iterator[None]:
     """Turn the errors of reading the checkpoint ``path`` into :class:`ConfigError`s."""
     try:
         yield
@@ -92,9 +91,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        if not isinstance(get_filesystem(path), LocalFileSystem):
+        if not isinstance(url_to_fs(str(path))[0], LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         if storage_options is not None:
@@ -103,13 +102,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(
         self,
-        path: _PATH,
+        path: str | Path,
         map_location: Callable | Any = "cpu",
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         # Read here rather than through Lightning, which loaded with weights_only=False
         # before version 2.6 and had no way to ask otherwise.
-        filesystem = get_filesystem(path)
+        filesystem = url_to_fs(str(path))[0]
         with checkpoint_errors(path):
             if not filesystem.exists(path):
                 raise FileNotFoundError(path)
@@ -119,7 +118,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 )
 
 
-def read_checkpoint(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A Lightning checkpoint, loaded weights-only; clear errors for missing, corrupt or
     unsafe files."""
     checkpoint = AtomicCheckpointIO().load_checkpoint(path, map_location=map_location)

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from autoencoder.compat import ddp_finds_unused_parameters
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.param_groups import (
     DECODER_GROUP,
@@ -274,14 +275,14 @@ class TwoPhaseFinetuning(pl.Callback):
             raise ConfigError(
                 f"TwoPhaseFinetuning cannot fine-tune {type(pl_module).__name__}: it lacks "
                 f"{', '.join(missing)}. The model must follow "
-                "autoencoder.finetuning.FinetunableModel (as autoencoder.models.Autoencoder "
-                "does), or train it without the finetune callback."
+                "autoencoder.finetuning.FinetunableModel (as "
+                "autoencoder.models.autoencoder.Autoencoder does), or train it without the "
+                "finetune callback."
             )
         self.stage_names = list(pl_module.encoder.stage_names)
         pl_module.rate_policy = self
-        if isinstance(trainer.strategy, DDPStrategy) and not trainer.strategy._ddp_kwargs.get(
-            "find_unused_parameters", False
-        ):
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not ddp_finds_unused_parameters(strategy):
             raise ConfigError(
                 "two-phase fine-tuning under DDP needs find_unused_parameters=True, since frozen "
                 "stages produce no gradients: use trainer=ddp (strategy "

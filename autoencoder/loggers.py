@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from autoencoder.compat import wandb_run_started
 from autoencoder.errors import check_choice
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -104,5 +105,5 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 def finish_loggers(loggers: Sequence[Logger], failed: bool) -> None:
     """Close W&B runs (marked failed when the job failed), so every job gets its own run."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and wandb_run_started(logger):
             logger.experiment.finish(exit_code=1 if failed else 0)

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
+from autoencoder.compat import failed_job_exception
 from autoencoder.errors import user_message
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class SweepSummary(Callback):
             "error": None,
         }
         if job_return.status == JobStatus.FAILED:
-            # the exception itself: the ``return_value`` property would print and re-raise it
-            record["error"] = one_line(job_return._return_value)
+            record["error"] = one_line(failed_job_exception(job_return))
         _write_text(Path(hydra.runtime.output_dir) / STATUS_FILE, json.dumps(record, indent=2))
         write_summary(Path(hydra.sweep.dir), self.filename)
 

@@ -25,8 +25,6 @@ from autoencoder.models.encoders import Encoder
 from autoencoder.runs import build_model
 
 log = logging.getLogger(__name__)
-# Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 TEST_METRICS = ("test/loss", "test/mse", "test/mae", "test/psnr", "test/ssim")
 
@@ -88,7 +86,10 @@ def _fit_and_test(
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for logger in loggers:
             logger.log_hyperparams(run_config(cfg))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        with warnings.catch_warnings():
+            # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         # read before testing: loading the best checkpoint also restores callback states
         transition_epoch = finetuning.transition_epoch

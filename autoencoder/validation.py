@@ -25,6 +25,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from autoencoder.compat import config_child, config_items
 from autoencoder.errors import ConfigError
 
 _MISSING = object()
@@ -124,11 +125,11 @@ def _instantiable_nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]
         if "_target_" in node:
             yield path, node
         for key in node:
-            child = node._get_node(key)
+            child = config_child(node, key)
             if isinstance(child, (DictConfig, ListConfig)):
                 yield from _instantiable_nodes(child, f"{path}.{key}" if path else str(key))
     elif isinstance(node, ListConfig):
-        for index, child in enumerate(node._iter_ex(resolve=False)):
+        for index, child in enumerate(config_items(node)):
             yield from _instantiable_nodes(child, f"{path}[{index}]")
 
 

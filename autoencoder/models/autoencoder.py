@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from autoencoder.compat import sync_scheduler_last_lr
 from autoencoder.errors import ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
@@ -273,7 +274,7 @@ class Autoencoder(pl.LightningModule):
             scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
         ):
             group["lr"] = base * fn(step)
-        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        sync_scheduler_last_lr(scheduler)
 
     # ------------------------------------------------------------------ checkpoints
     def architecture(self) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""Every use of a library's private API, in one place.
+
+Each function wraps one private attribute that no public API replaces, and
+``tests/test_compat.py`` checks each against the installed library, so an upgrade of torch,
+Lightning, Hydra or OmegaConf that changes one fails there, by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from omegaconf import DictConfig, ListConfig
+from omegaconf.base import Node
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies import DDPStrategy
+from torch.optim.lr_scheduler import LRScheduler
+
+
+def sync_scheduler_last_lr(scheduler: LRScheduler) -> None:
+    """Make ``scheduler.get_last_lr()`` report the optimiser's current rates after they were
+    set by hand in the middle of a step (torch keeps them in ``_last_lr``)."""
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def failed_job_exception(job_return: JobReturn) -> BaseException:
+    """The exception of a failed Hydra job. The public ``return_value`` re-raises it and
+    writes "Error executing job ..." to stderr; the summary only needs to read it."""
+    return job_return._return_value
+
+
+def config_child(node: DictConfig, key: str) -> Node:
+    """The node under ``key`` without resolving interpolations such as
+    ``${hydra:runtime.output_dir}``, which only resolve inside a running job."""
+    return node._get_node(key)
+
+
+def config_items(node: ListConfig) -> Iterator[Any]:
+    """The items of a list node, unresolved (see :func:`config_child`): containers as
+    nodes, other values as written."""
+    return node._iter_ex(resolve=False)
+
+
+def ddp_finds_unused_parameters(strategy: DDPStrategy) -> bool:
+    """Whether a DDP strategy was created with ``find_unused_parameters=True``."""
+    return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
+
+
+def wandb_run_started(logger: WandbLogger) -> bool:
+    """Whether the logger has started its W&B run (its ``experiment`` property would start
+    one)."""
+    return logger._experiment is not None

@@ -1,0 +1,48 @@
+"""Each private API the project uses (autoencoder/compat.py) still behaves as relied on."""
+
+from __future__ import annotations
+
+import torch
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies import DDPStrategy
+from torch.optim.lr_scheduler import LambdaLR
+
+from autoencoder import compat
+
+
+def test_sync_scheduler_last_lr_reports_rates_set_by_hand() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = LambdaLR(optimizer, lambda step: 1.0)
+    optimizer.param_groups[0]["lr"] = 0.025
+    assert scheduler.get_last_lr() == [0.1]
+    compat.sync_scheduler_last_lr(scheduler)
+    assert scheduler.get_last_lr() == [0.025]
+
+
+def test_failed_job_exception_reads_it_without_printing(capsys) -> None:
+    error = ValueError("boom")
+    job_return = JobReturn(overrides=["a=1"], status=JobStatus.FAILED, _return_value=error)
+    assert compat.failed_job_exception(job_return) is error
+    assert capsys.readouterr().err == ""
+
+
+def test_config_child_and_items_leave_interpolations_unresolved() -> None:
+    cfg = OmegaConf.create({"run": "${hydra:runtime.output_dir}", "entries": ["${oops}", 1]})
+    child = compat.config_child(cfg, "run")
+    assert child._is_interpolation() and child._value() == "${hydra:runtime.output_dir}"
+    assert list(compat.config_items(cfg.entries)) == ["${oops}", 1]
+
+
+def test_ddp_finds_unused_parameters_reads_the_strategy_setting() -> None:
+    assert compat.ddp_finds_unused_parameters(DDPStrategy(find_unused_parameters=True))
+    assert not compat.ddp_finds_unused_parameters(DDPStrategy())
+
+
+def test_wandb_run_started_is_false_until_the_experiment_is_used(tmp_path) -> None:
+    logger = WandbLogger(project="compat", save_dir=str(tmp_path), mode="disabled")
+    assert not compat.wandb_run_started(logger)
+    run = logger.experiment
+    assert compat.wandb_run_started(logger)
+    run.finish()
