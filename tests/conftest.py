@@ -1,8 +1,15 @@
-"""Shared fixtures: small generated data and Hydra composition, all offline."""
+"""Shared fixtures and helpers: small generated data, Hydra composition, the scripts as a user
+runs them; all offline.
+
+Override builders (``smoke``, ``ONE_BATCH``) are plain values rather than fixtures because
+parametrised tables need them when the test module is imported.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,10 +19,52 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = str(ROOT / "conf")
+# One batch of train, val and test: a few seconds of real training on 2 CPU cores.
+ONE_BATCH = (
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def smoke(
+    num_train: int = 64, num_val: int = 32, num_test: int = 32, batch_size: int = 16
+) -> tuple[str, ...]:
+    """Overrides for the smoke experiment (synthetic images, a random-init ResNet-18 cut
+    after layer2, both fine-tuning phases) at the size a test needs: ``num_train /
+    batch_size`` steps per epoch."""
+    return (
+        "experiment=smoke",
+        f"data.num_train={num_train}",
+        f"data.num_val={num_val}",
+        f"data.num_test={num_test}",
+        f"data.batch_size={batch_size}",
+        "trainer.enable_progress_bar=false",
+    )
+
+
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """``python scripts/<script> args...`` as a user runs it, with its output captured; the
+    checkout is importable from any ``cwd``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def make_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

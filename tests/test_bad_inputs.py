@@ -38,18 +38,9 @@ from autoencoder.data import FolderDataModule
 from autoencoder.models.autoencoder import ARCHITECTURE_KEY
 from autoencoder.runs import load_autoencoder
 from autoencoder.train import train
-from tests.conftest import CONFIG_DIR, make_images
+from tests.conftest import CONFIG_DIR, make_images, smoke
 
-TINY = (
-    "experiment=smoke",
-    "data.num_train=16",
-    "data.num_val=8",
-    "data.num_test=8",
-    "data.batch_size=8",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-)
+TINY = (*smoke(16, 8, 8, batch_size=8), "trainer.max_epochs=1", "logger=none")
 # The model of TINY on data from files (data=folder or data=arrays).
 ON_FILES = (
     "data.num_workers=0",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,8 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 GROUPS = (
     "data",
     "encoder",
@@ -168,13 +165,7 @@ def test_type_matching_of_yaml_values(value, annotation, expected) -> None:
 
 def test_typo_on_the_command_line_fails_before_anything_runs(tmp_path) -> None:
     # the default experiment would first try to download CIFAR-10: the typo is reported first
-    result = subprocess.run(
-        [sys.executable, "scripts/train.py", "+finetune.factr=2", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("train.py", "+finetune.factr=2", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

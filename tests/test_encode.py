@@ -13,14 +13,13 @@ from PIL import Image
 
 from autoencoder.encode import encode, load_encoder
 from autoencoder.runs import load_autoencoder, load_run_config
-from tests.conftest import make_images
+from tests.conftest import make_images, run_script
 from tests.test_evaluate import (
     NUM_CLASSES,
     NUM_TEST,
     NUM_TRAIN,
     TrainedRun,
     compose_job,
-    run_script,
     trained_run,
 )
 

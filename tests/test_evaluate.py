@@ -11,10 +11,7 @@ import csv
 import functools
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +30,8 @@ from autoencoder.evaluate import evaluate, load_classifier
 from autoencoder.pretrain import pretrain
 from autoencoder.runs import checkpoint_file, data_config, load_run_config
 from autoencoder.train import train
-from tests.conftest import CONFIG_DIR, make_images
+from tests.conftest import CONFIG_DIR, ONE_BATCH, make_images, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_TRAIN, NUM_TEST, NUM_CLASSES = 96, 32, 10
 
 
@@ -87,9 +83,7 @@ def trained_run(base: Path) -> TrainedRun:
             "trainer.accelerator=cpu",
             "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false",
-            "+trainer.limit_train_batches=1",
-            "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1",
+            *ONE_BATCH,
             output_dir=base / "pretrain",
         )
     )
@@ -125,17 +119,6 @@ def trained_run(base: Path) -> TrainedRun:
 @pytest.fixture(scope="session")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     return trained_run(tmp_path_factory.getbasetemp() / "trained_run")
-
-
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def test_script_writes_metrics_grids_worst_images_and_classifier_accuracy(

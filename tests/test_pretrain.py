@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,9 +18,8 @@ from autoencoder.errors import ConfigError
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import Encoder
 from autoencoder.pretrain import pretrain, save_encoder_weights
-from tests.conftest import CONFIG_DIR, make_images
+from tests.conftest import CONFIG_DIR, ONE_BATCH, make_images, run_script
 
-REPO = Path(__file__).resolve().parents[1]
 # A few steps on 2 CPU cores: a ResNet-18 step takes about a second there.
 FAST = (
     "trainer.max_epochs=1",
@@ -30,9 +27,7 @@ FAST = (
     "data.num_workers=0",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
-    "+trainer.limit_train_batches=1",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
+    *ONE_BATCH,
 )
 
 
@@ -112,20 +107,13 @@ def test_a_split_without_labels_is_a_config_error(
 
 def test_script_writes_weights(arrays_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "script_run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "pretrain_encoder.py"),
-            "encoder=resnet18",
-            "data=arrays",
-            f"data.path={arrays_dir}",
-            *FAST,
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_script(
+        "pretrain_encoder.py",
+        "encoder=resnet18",
+        "data=arrays",
+        f"data.path={arrays_dir}",
+        *FAST,
+        f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "encoder_weights.pt").is_file()

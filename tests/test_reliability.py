@@ -23,19 +23,14 @@ from autoencoder.atomic import atomic_save
 from autoencoder.checkpointing import AtomicCheckpointIO
 from autoencoder.config import instantiate
 from autoencoder.train import train
+from tests.conftest import ROOT, smoke
 
-ROOT = Path(__file__).resolve().parents[1]
 # 48 images in batches of 16: 3 steps per epoch. Phase 2 starts after epoch 0 (step 3);
 # last.ckpt is rewritten after every epoch, so after epoch 1 it holds step 6, in phase 2.
 RUN = (
-    "experiment=smoke",
-    "data.num_train=48",
-    "data.num_val=16",
-    "data.num_test=16",
-    "data.batch_size=16",
+    *smoke(48, 16, 16),
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
-    "trainer.enable_progress_bar=false",
     "finetune.patience=null",
     "finetune.max_frozen_epochs=1",
     "finetune.warmup_steps=4",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,22 +13,14 @@ import pytest
 import yaml
 
 from autoencoder.sweeps import write_summary
-from tests.test_train import SMALL
+from tests.conftest import run_script, smoke
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = (*SMALL, "trainer.max_epochs=1", "logger=csv")
+QUICK = (*smoke(), "trainer.max_epochs=1", "logger=csv")
 
 
 def run_sweep(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python scripts/train.py -m ...`` run from ``cwd``, so stray folders would show there."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *overrides],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_script("train.py", "-m", *overrides, cwd=cwd, env=env)
 
 
 def read_summary(sweep: Path) -> list[dict[str, str]]:

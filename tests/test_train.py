@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from autoencoder.train import train
+from tests.conftest import run_script, smoke
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = (
-    "experiment=smoke",
-    "data.num_train=64",
-    "data.num_val=32",
-    "data.num_test=32",
-    "data.batch_size=16",
-    "trainer.enable_progress_bar=false",
-)
+SMALL = smoke()
 # Transition forced after 2 epochs, with a warm-up that runs into the 4th epoch.
 SCHEDULE = (
     "finetune.patience=null",
@@ -115,20 +105,9 @@ def test_debug_fast_runs_one_batch(compose_cfg, tmp_path) -> None:
     assert summary["latent_floats"] == 256 and summary["test/psnr"] is None
 
 
-def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
-
-
 def test_train_script_trains_then_resumes_from_its_checkpoint(tmp_path) -> None:
     run_dir = tmp_path / "script"
-    first = run_script(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    first = run_script("train.py", *SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert first.returncode == 0, first.stderr[-3000:]
     metrics = read_metrics(run_dir)
     assert set(metrics) >= METRIC_KEYS and metrics["test/psnr"] > 5
@@ -137,7 +116,11 @@ def test_train_script_trains_then_resumes_from_its_checkpoint(tmp_path) -> None:
     last = run_dir / "checkpoints" / "last.ckpt"
     resumed_dir = tmp_path / "resumed"
     second = run_script(
-        *SMALL, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={resumed_dir}"
+        "train.py",
+        *SMALL,
+        "trainer.max_epochs=3",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={resumed_dir}",
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Restoring states from the checkpoint path" in second.stdout + second.stderr
@@ -157,7 +140,10 @@ def test_offline_default_run_stops_before_training_with_the_fixes(tmp_path) -> N
         "TORCH_HOME": str(tmp_path / "torch"),
     }
     result = run_script(
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", env=offline
+        "train.py",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env=offline,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -174,6 +160,7 @@ def test_offline_default_run_stops_before_training_with_the_fixes(tmp_path) -> N
 def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> None:
     run_dir, probe = tmp_path / "ddp", tmp_path / "probe"
     result = run_script(
+        "train.py",
         *SMALL,
         "trainer=ddp",
         "trainer.accelerator=cpu",

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,18 +26,9 @@ from autoencoder.callbacks import reconstruct
 from autoencoder.config import instantiate
 from autoencoder.loggers import multirun_group_and_name
 from autoencoder.train import train
+from tests.conftest import CONFIG_DIR, run_script, smoke
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = (
-    "experiment=smoke",
-    "data.num_train=32",
-    "data.num_val=16",
-    "data.num_test=16",
-    "data.batch_size=16",
-    "trainer.enable_progress_bar=false",
-    "trainer.max_epochs=2",
-    "trainer.log_every_n_steps=1",
-)
+SMALL = (*smoke(32, 16, 16), "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
 # 16 images of 32 px with make_grid's 2 px padding: one row of originals, one of outputs
 GRID_WIDTH, GRID_HEIGHT = 16 * 34 + 2, 2 * 34 + 2
 
@@ -59,7 +47,7 @@ def hydra_job() -> Iterator[Callable[..., None]]:
     """Make ``HydraConfig`` describe a job launched with the given overrides, as in an app."""
 
     def _start(*overrides: str) -> None:
-        config_dir = str(ROOT / "conf")
+        config_dir = CONFIG_DIR
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
@@ -264,24 +252,16 @@ def test_multirun_jobs_share_the_sweep_as_group_and_get_job_names() -> None:
 def test_multirun_failed_job_closes_its_run_and_the_next_gets_its_own(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     missing = tmp_path / "missing.ckpt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            "-m",
-            *SMALL,
-            "data.num_train=16",
-            "test=false",
-            "trainer.max_epochs=1",
-            "logger=wandb",
-            f"ckpt_path={missing},null",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = run_script(
+        "train.py",
+        "-m",
+        *SMALL,
+        "data.num_train=16",
+        "test=false",
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        f"ckpt_path={missing},null",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode != 0 and "missing.ckpt" in result.stderr  # job 0 failed
     runs = [read_records(run) for job in ("0", "1") for run in offline_runs(sweep / job)]
