@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
-from torchvision.utils import make_grid, save_image
 
 from autoencoder.errors import ConfigError
+from autoencoder.grids import comparison_grid
 
-LAYOUT = "top row: images, bottom row: reconstructions"
+LAYOUT = "each row of images above its reconstructions"
 
 
 class ReconstructionImages(Callback):
@@ -87,18 +88,14 @@ class ReconstructionImages(Callback):
         caption: str,
         filename: str,
     ) -> None:
-        grid = make_grid(
-            torch.cat([images, reconstruct(trainer, pl_module, images)]).float().cpu(),
-            nrow=len(images),
-            pad_value=1.0,
-        )
+        grid, _ = comparison_grid(images.cpu(), reconstruct(trainer, pl_module, images).cpu())
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         for logger in wandb_loggers:
-            pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            pixels = np.asarray(grid)
             logger.log_image(key=key, images=[pixels], caption=[caption], step=trainer.global_step)
         if not wandb_loggers:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            save_image(grid, self.dirpath / filename)
+            grid.save(self.dirpath / filename)
 
 
 def reconstruct(

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy
-from torchvision.utils import make_grid, save_image
 
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
+from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
 from autoencoder.runs import (
@@ -100,14 +100,6 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
 
 
 # --------------------------------------------------------------------------- the outputs
-def side_by_side(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int) -> torch.Tensor:
-    """One image: a grid of ``originals`` on the left, their reconstructions on the right."""
-    left = make_grid(originals, nrow=nrow, padding=2, pad_value=1.0)
-    right = make_grid(reconstructions, nrow=nrow, padding=2, pad_value=1.0)
-    gap = torch.ones(3, left.shape[1], 8)
-    return torch.cat([left, gap, right], dim=2)
-
-
 def per_image_mse(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return (reconstructions - images).pow(2).flatten(1).mean(dim=1)
 
@@ -186,13 +178,16 @@ def _save_worst(
     images = torch.stack([datamodule.test_set[i][0] for i in worst_index.tolist()])
     with torch.inference_mode():
         reconstructions = reconstruct(model, images.to(model.device)).cpu()
-    save_image(side_by_side(images, reconstructions, nrow=4), output_dir / "worst.png")
+    psnr = (-10 * torch.log10(worst_mse.clamp_min(1e-10))).tolist()
+    captions = [f"#{i} {p:.1f} dB" for i, p in zip(worst_index.tolist(), psnr, strict=True)]
+    grid, _ = comparison_grid(images, reconstructions, captions=captions)
+    grid.save(output_dir / "worst.png")
     worst = [
         {"index": int(index), "mse": float(value)}
         for index, value in zip(worst_index.tolist(), worst_mse.tolist(), strict=True)
     ]
     (output_dir / "worst.txt").write_text(
-        "worst.png: originals left, reconstructions right, row by row, highest MSE first\n"
+        "worst.png: each row of originals above its reconstructions, highest MSE first\n"
         + "".join(
             f"{position:2d}  test index {item['index']:6d}  mse {item['mse']:.6f}\n"
             for position, item in enumerate(worst)
@@ -206,7 +201,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     Writes into ``cfg.paths.output_dir``: ``metrics.json``, ``metrics.csv`` (one
     ``metric,value`` row per number), ``reconstructions.png`` (the first ``num_shown`` test
-    images, originals left, reconstructions right), ``worst.png`` and ``worst.txt`` (the
+    images, each row above its reconstructions), ``worst.png`` and ``worst.txt`` (the
     ``num_worst`` images with the highest per-image MSE, highest first, with their test
     index and MSE).
     """
@@ -224,10 +219,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_image(
-        side_by_side(result.originals, result.reconstructions, nrow=8),
-        output_dir / "reconstructions.png",
-    )
+    grid, _ = comparison_grid(result.originals, result.reconstructions)
+    grid.save(output_dir / "reconstructions.png")
     worst = _save_worst(model, datamodule, result.mse, int(cfg.num_worst), output_dir)
     summary: dict[str, Any] = {
         "ckpt_path": str(ckpt_path.absolute()),

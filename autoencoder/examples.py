@@ -1,7 +1,7 @@
 """A run folder to explore in the notebooks: the user's, or a tiny one trained on the spot.
 
-    from autoencoder.examples import open_run
-    run_dir, metrics, ckpt = open_run()  # $AUTOENCODER_RUN_DIR, or a tiny synthetic run
+from autoencoder.examples import open_run
+run_dir, metrics, ckpt = open_run()  # $AUTOENCODER_RUN_DIR, or a tiny synthetic run
 """
 
 from __future__ import annotations

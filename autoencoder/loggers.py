@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,11 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from autoencoder.compat import wandb_run_started
 from autoencoder.errors import check_choice
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+# In a run folder: the id of its W&B run, which a resumed job continues.
+RUN_ID_FILE = "wandb_run_id.txt"
 
 
 def wandb_credentials_available() -> bool:
@@ -42,8 +47,8 @@ def resolve_wandb_mode(mode: WandbMode) -> str:
 
 
 def wandb_logger(
-    project: str,
     save_dir: str,
+    project: str = "pretrained-autoencoders",
     mode: WandbMode = "auto",
     entity: str | None = None,
     name: str | None = None,
@@ -51,6 +56,8 @@ def wandb_logger(
     tags: Sequence[str] = (),
     job_type: str = "train",
     log_model: bool = False,
+    resume_from: str | None = None,
+    **kwargs: Any,
 ) -> WandbLogger:
     """A Lightning ``WandbLogger`` that runs offline when no credentials are configured.
 
@@ -58,11 +65,21 @@ def wandb_logger(
     ``wandb sync``. W&B refuses model artifacts offline, so ``log_model`` is dropped there.
     In a Hydra multirun, ``group`` and ``name`` default to the sweep and the job
     (:func:`multirun_group_and_name`).
+
+    The run's id is kept in ``save_dir/wandb_run_id.txt``. A job that resumes from a
+    checkpoint (``resume_from``, the job's ``ckpt_path``) continues the W&B run of the
+    folder that checkpoint belongs to, in the same folder or a new one; any other job starts
+    a new run. Other keyword arguments go to ``WandbLogger`` and on to ``wandb.init``
+    (``+logger.wandb.notes=...``).
     """
     resolved = resolve_wandb_mode(mode)
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     group, name = multirun_group_and_name(hydra, group, name)
     os.makedirs(save_dir, exist_ok=True)
+    run_id = resumed_run_id(resume_from)
+    if rank_zero_only.rank == 0:
+        run_id = run_id or new_run_id()
+        (Path(save_dir) / RUN_ID_FILE).write_text(run_id + "\n")
     return WandbLogger(
         project=project,
         save_dir=save_dir,
@@ -73,7 +90,24 @@ def wandb_logger(
         job_type=job_type,
         log_model=log_model if resolved == "online" else False,
         mode=resolved,
+        id=run_id,
+        resume="allow" if run_id else None,
+        **kwargs,
     )
+
+
+def new_run_id() -> str:
+    """A W&B-style run id: 8 random lowercase letters and digits."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def resumed_run_id(ckpt_path: str | None) -> str | None:
+    """The W&B run id recorded in the run folder of ``ckpt_path``
+    (``<run>/checkpoints/*.ckpt``), if any."""
+    if not ckpt_path:
+        return None
+    file = Path(ckpt_path).expanduser().absolute().parent.parent / RUN_ID_FILE
+    return file.read_text().strip() if file.is_file() else None
 
 
 def multirun_group_and_name(

@@ -27,6 +27,7 @@ from PIL import Image
 
 from autoencoder.errors import ConfigError
 from autoencoder.evaluate import evaluate, load_classifier
+from autoencoder.grids import comparison_grid
 from autoencoder.pretrain import pretrain
 from autoencoder.runs import checkpoint_file, data_config, load_run_config
 from autoencoder.train import train
@@ -169,15 +170,33 @@ def test_script_writes_metrics_grids_worst_images_and_classifier_accuracy(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     )
 
-    # 32 px images with 2 px padding: originals (8 x 4) | 8 px gap | reconstructions.
-    for name, (width, height) in {
-        "reconstructions.png": (2 * (8 * 34 + 2) + 8, 4 * 34 + 2),
-        "worst.png": (2 * (4 * 34 + 2) + 8, 4 * 34 + 2),
-    }.items():
+    # 32 px images enlarged 3x, each row of 8 above its reconstructions
+    test_images = torch.from_numpy(np.load(run.arrays_dir / "test.npz")["images"])
+    test_images = test_images.permute(0, 3, 1, 2).float() / 255
+    shown, _ = comparison_grid(test_images[:NUM_TEST], test_images[:NUM_TEST])
+    worst_indices = [item["index"] for item in worst]
+    worst_grid, worst_layout = comparison_grid(
+        test_images[worst_indices],
+        test_images[worst_indices],
+        captions=[f"#{item['index']} {-10 * math.log10(item['mse']):.1f} dB" for item in worst],
+    )
+    for name, expected in {"reconstructions.png": shown, "worst.png": worst_grid}.items():
         with Image.open(out / name) as image:
-            image.verify()
-        with Image.open(out / name) as image:
-            assert image.format == "PNG" and image.size == (width, height)
+            assert image.format == "PNG" and image.size == expected.size
+            grid = np.asarray(image.convert("RGB"))
+        reference = np.asarray(expected)
+        # the originals' tiles are the test images, pixel for pixel
+        left, top = worst_layout.box(0, reconstruction=False)
+        size = worst_layout.tile_height
+        if name == "worst.png":
+            np.testing.assert_array_equal(
+                grid[top : top + size, left : left + size],
+                reference[top : top + size, left : left + size],
+            )
+            # and the captions (index and PSNR) are the ones expected
+            caption_top = worst_layout.box(0, reconstruction=True)[1] + size
+            band = slice(caption_top, caption_top + worst_layout.caption_height)
+            np.testing.assert_array_equal(grid[band], reference[band])
 
 
 def test_missing_run_config_names_the_path_and_the_override(

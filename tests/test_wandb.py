@@ -24,13 +24,12 @@ from wandb.proto.wandb_internal_pb2 import Record
 
 from autoencoder.callbacks import reconstruct
 from autoencoder.config import instantiate
+from autoencoder.grids import comparison_grid
 from autoencoder.loggers import multirun_group_and_name
 from autoencoder.train import train
 from tests.conftest import CONFIG_DIR, run_script, smoke
 
 SMALL = (*smoke(32, 16, 16), "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
-# 16 images of 32 px with make_grid's 2 px padding: one row of originals, one of outputs
-GRID_WIDTH, GRID_HEIGHT = 16 * 34 + 2, 2 * 34 + 2
 
 
 @pytest.fixture(autouse=True)
@@ -119,9 +118,18 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def top_row(grid: np.ndarray, count: int) -> np.ndarray:
-    """The originals of a grid of 32 px images (2 px padding), as uint8 N x 3 x 32 x 32."""
-    return grid[2:34, 2:].reshape(32, count, 34, 3)[:, :, :32].transpose(1, 3, 0, 2)
+def grid_images(grid: np.ndarray, count: int, reconstructions: bool) -> np.ndarray:
+    """The originals (or reconstructions) of a grid of ``count`` 32 px images, as uint8
+    N x 3 x 32 x 32, read back through the grid's layout."""
+    empty = torch.zeros(count, 3, 32, 32)
+    _, layout = comparison_grid(empty, empty)
+    assert grid.shape == (layout.size[1], layout.size[0], 3)
+    tiles = []
+    for index in range(count):
+        left, top = layout.box(index, reconstructions)
+        block = grid[top : top + layout.tile_height, left : left + layout.tile_width]
+        tiles.append(block[:: layout.scale, :: layout.scale].transpose(2, 0, 1))
+    return np.stack(tiles)
 
 
 def first_val_images(cfg: DictConfig, count: int) -> np.ndarray:
@@ -177,18 +185,42 @@ def test_offline_run_records_config_metrics_rates_and_reconstructions(
     assert all(path.is_file() for path in files)
     assert set(files) == set((run_dir / "files" / "media" / "images").rglob("*.png"))
     assert (
-        "top row: images, bottom row: reconstructions"
+        "each row of images above its reconstructions"
         in val_images[0]["val/reconstructions/captions"][0]
     )
 
     first, second, test = (pixels(path) for path in files)
-    assert first.shape == (GRID_HEIGHT, GRID_WIDTH, 3)
     # the same validation images every time, the first 16 of the validation set ...
-    np.testing.assert_array_equal(top_row(first, 16), first_val_images(cfg, 16))
-    np.testing.assert_array_equal(first[:35], second[:35])
+    originals = grid_images(first, 16, reconstructions=False)
+    np.testing.assert_array_equal(originals, first_val_images(cfg, 16))
+    np.testing.assert_array_equal(grid_images(second, 16, reconstructions=False), originals)
     # ... with reconstructions that changed as the model trained
-    assert not np.array_equal(first[35:], second[35:])
-    assert test.shape == first.shape and not np.array_equal(test[:35], first[:35])
+    assert not np.array_equal(
+        grid_images(first, 16, reconstructions=True), grid_images(second, 16, reconstructions=True)
+    )
+    assert not np.array_equal(grid_images(test, 16, reconstructions=False), originals)
+
+
+def test_a_resumed_job_continues_the_w_and_b_run_of_its_checkpoint(compose_cfg, tmp_path) -> None:
+    first_dir, resumed_dir = tmp_path / "first", tmp_path / "resumed"
+    quick = (*SMALL, "logger=wandb", "test=false", "+logger.wandb.notes=first try")
+    train(compose_cfg(*quick, output_dir=first_dir))
+    last = first_dir / "checkpoints" / "last.ckpt"
+    train(compose_cfg(*quick, "trainer.max_epochs=3", f"ckpt_path={last}", output_dir=resumed_dir))
+    fresh_dir = tmp_path / "fresh"
+    train(compose_cfg(*quick, "trainer.max_epochs=1", output_dir=fresh_dir))
+    wandb.teardown()
+
+    runs = {
+        folder.name: of_type(read_records(run), "run")[0]
+        for folder in (first_dir, resumed_dir, fresh_dir)
+        for run in offline_runs(folder)
+    }
+    run_id = (first_dir / "wandb_run_id.txt").read_text().strip()
+    assert runs["first"].run_id == runs["resumed"].run_id == run_id
+    assert (resumed_dir / "wandb_run_id.txt").read_text().strip() == run_id
+    assert runs["fresh"].run_id != run_id  # a job without ckpt_path starts its own run
+    assert runs["first"].notes == "first try"  # extra arguments reach wandb.init
 
 
 def test_csv_logger_writes_png_grids(compose_cfg, tmp_path) -> None:
@@ -207,9 +239,9 @@ def test_csv_logger_writes_png_grids(compose_cfg, tmp_path) -> None:
         "val_epoch001.png",
     ]
     first, second = pixels(grids / "val_epoch000.png"), pixels(grids / "val_epoch001.png")
-    assert first.shape == (GRID_HEIGHT, 4 * 34 + 2, 3)
-    np.testing.assert_array_equal(top_row(first, 4), first_val_images(cfg, 4))
-    np.testing.assert_array_equal(first[:35], second[:35])
+    originals = grid_images(first, 4, reconstructions=False)
+    np.testing.assert_array_equal(originals, first_val_images(cfg, 4))
+    np.testing.assert_array_equal(grid_images(second, 4, reconstructions=False), originals)
     assert not (out / "wandb").exists()
 
 
