@@ -26,7 +26,7 @@ from torch import nn
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
-from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.autoencoder import LATENT_ACTIVATIONS, Autoencoder, LatentActivation
 from autoencoder.models.encoders import Encoder
 from autoencoder.runs import (
     checkpoint_file,
@@ -53,14 +53,28 @@ class LatentEncoder(nn.Module):
     loads into it.
     """
 
-    def __init__(self, name: str, depth: int, latent_channels: int, normalize: bool = True):
+    def __init__(
+        self,
+        name: str,
+        depth: int,
+        latent_channels: int,
+        normalize: bool = True,
+        bottleneck_kernel_size: int = 1,
+        bottleneck_activation: LatentActivation = "none",
+    ) -> None:
         super().__init__()
         self.encoder = Encoder(name, weights=None, depth=depth, normalize=normalize)
-        self.bottleneck = nn.Conv2d(self.encoder.out_channels[-1], latent_channels, kernel_size=1)
+        self.bottleneck = nn.Conv2d(
+            self.encoder.out_channels[-1],
+            latent_channels,
+            kernel_size=bottleneck_kernel_size,
+            padding=bottleneck_kernel_size // 2,
+        )
+        self.latent_activation = LATENT_ACTIVATIONS[bottleneck_activation]()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Latent maps ``(B, latent_channels, H / reduction, W / reduction)``."""
-        return self.bottleneck(self.encoder(images))
+        return self.latent_activation(self.bottleneck(self.encoder(images)))
 
 
 def export_encoder(model: Autoencoder, path: Path) -> Path:
@@ -82,6 +96,8 @@ def export_encoder(model: Autoencoder, path: Path) -> Path:
         "depth": model.encoder.depth,
         "latent_channels": model.latent_channels,
         "normalize": model.encoder.normalize,
+        "bottleneck_kernel_size": model.bottleneck.kernel_size[0],
+        "bottleneck_activation": model.bottleneck_activation,
         "reduction": model.encoder.reduction,
         "input": "RGB in [0, 1], shape (B, 3, H, W), H and W divisible by reduction",
         "rebuild": "from autoencoder.encode import load_encoder; "
@@ -102,7 +118,13 @@ def load_encoder(path: str | Path) -> LatentEncoder:
         )
     meta = json.loads(sidecar.read_text())
     encoder = LatentEncoder(
-        meta["name"], meta["depth"], meta["latent_channels"], normalize=meta["normalize"]
+        meta["name"],
+        meta["depth"],
+        meta["latent_channels"],
+        normalize=meta["normalize"],
+        # sidecars written before these options existed: the 1x1 linear bottleneck
+        bottleneck_kernel_size=meta.get("bottleneck_kernel_size", 1),
+        bottleneck_activation=meta.get("bottleneck_activation", "none"),
     )
     encoder.load_state_dict(
         read_state_dict(

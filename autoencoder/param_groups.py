@@ -81,16 +81,29 @@ class UniformRates:
         return 1.0
 
 
-Schedule = Literal["constant", "cosine", "linear"]
+Schedule = Literal["constant", "cosine", "linear", "onecycle"]
+# onecycle: torch's OneCycleLR defaults (pct_start, div_factor, final_div_factor)
+ONECYCLE_WARMUP, ONECYCLE_START, ONECYCLE_END = 0.3, 1 / 25, 1 / 25 / 1e4
 
 
-def schedule_multiplier(
-    name: Schedule, step: int, total_steps: float, min_factor: float = 0.0
-) -> float:
-    """The global learning-rate shape shared by all groups: constant, cosine or linear decay."""
+def _cosine(start: float, end: float, progress: float) -> float:
+    """From ``start`` (progress 0) to ``end`` (progress 1) along half a cosine."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_multiplier(name: Schedule, step: int, total_steps: float) -> float:
+    """The global learning-rate shape shared by all groups, as a fraction of the peak rate:
+    ``constant``; ``cosine`` or ``linear`` decay to 0; ``onecycle``, a warm-up from 1/25
+    over the first 30% of the steps then a cosine decay to 1/250,000 (torch's ``OneCycleLR``
+    with its defaults)."""
     if name == "constant" or not math.isfinite(total_steps) or total_steps <= 0:
         return 1.0
+    if name == "onecycle":  # the phase boundaries of torch's OneCycleLR
+        peak_step, last_step = ONECYCLE_WARMUP * total_steps - 1, total_steps - 1
+        if step <= peak_step:
+            return _cosine(ONECYCLE_START, 1.0, step / peak_step)
+        return _cosine(1.0, ONECYCLE_END, min(1.0, (step - peak_step) / (last_step - peak_step)))
     progress = min(step / total_steps, 1.0)
     if name == "cosine":
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return min_factor + (1 - min_factor) * (1 - progress)
+        return _cosine(1.0, 0.0, progress)
+    return 1 - progress

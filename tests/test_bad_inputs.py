@@ -246,7 +246,7 @@ def evaluate_with(inputs: Inputs, *overrides: str) -> None:
 
 def nan_once_in_training(inputs: Inputs) -> None:
     """A loss that is NaN at the 4th training step only (global step 3, in phase 2)."""
-    mse, calls = losses.LOSSES["mse"], []
+    mse, calls = losses.PIXEL_LOSSES["mse"], []
 
     def flaky_mse(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -255,7 +255,7 @@ def nan_once_in_training(inputs: Inputs) -> None:
         return loss * math.nan if len(calls) == 4 and torch.is_grad_enabled() else loss
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(losses.LOSSES, "mse", flaky_mse)
+        patch.setitem(losses.PIXEL_LOSSES, "mse", flaky_mse)
         summary = cli_train(inputs, *PHASE_TWO_AT_STEP_2, "model.nonfinite_loss=skip")
     assert math.isfinite(summary["test/psnr"]) and summary["transition_epoch"] == 0
 

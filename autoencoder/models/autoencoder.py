@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from autoencoder.compat import sync_scheduler_last_lr
-from autoencoder.errors import ConfigError, NonFiniteLossError, check_choice
+from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
@@ -33,6 +34,15 @@ from autoencoder.param_groups import (
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
 NonfiniteAction = Literal["stop", "skip"]
+LatentActivation = Literal["none", "relu", "tanh"]
+LATENT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "none": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+}
+# The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
+# first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
+DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
 # Where a checkpoint records the settings that decide the shapes of the model's weights.
 ARCHITECTURE_KEY = "autoencoder_architecture"
 
@@ -47,6 +57,16 @@ def _metrics(prefix: str) -> MetricCollection:
         },
         prefix=prefix,
     )
+
+
+def perceptual_network(config: Mapping[str, Any]) -> Encoder:
+    """The perceptual loss term's feature network, with errors naming its config keys
+    (``model.perceptual.weights``, not ``encoder.weights``)."""
+    try:
+        return Encoder(**config)
+    except AutoencoderError as error:
+        message = str(error).replace("encoder=", "model.perceptual.name=")
+        raise type(error)(message.replace("encoder.", "model.perceptual.")) from None
 
 
 class Autoencoder(pl.LightningModule):
@@ -64,8 +84,21 @@ class Autoencoder(pl.LightningModule):
         lr: the decoder's (and bottleneck's) learning rate. The encoder stages' rates are
             set by the fine-tuning callback; without one, every group trains at ``lr``.
         optimizer: builds the optimiser from the parameter groups (default AdamW).
-        scheduler: global learning-rate shape over the run: constant, cosine or linear.
-        loss: weights of the loss terms, e.g. ``{"mse": 1.0, "ssim": 0.1}``.
+        scheduler: global learning-rate shape over the run: ``constant``, ``cosine`` or
+            ``linear`` decay, or ``onecycle`` (warm-up, then cosine decay).
+        loss: the weight of each loss term, ``mse``, ``l1``, ``ssim`` and ``perceptual``
+            (:mod:`autoencoder.losses`); a term of weight 0 is not computed.
+        perceptual: the frozen feature network of the ``perceptual`` term, as
+            :class:`~autoencoder.models.encoders.Encoder` arguments (``name``, ``weights``:
+            ``imagenet``, ``null`` or a PATH, ``depth``); built when training starts, and
+            only when the term is used.
+        bottleneck_kernel_size: the bottleneck conv's kernel, 1 (a per-position projection)
+            or 3 (it also mixes neighbouring positions).
+        bottleneck_activation: applied to the latent: ``none`` (a linear latent), ``relu``
+            or ``tanh``.
+        train_metrics_every_n_steps: compute the training metrics (MSE, MAE, PSNR, SSIM) on
+            one batch in this many; the loss is logged every step. SSIM alone costs about a
+            fifth of a CPU training step, so the default samples. ``null``: never.
         channels_last: run convolutions in channels-last memory format (much faster on CPU
             and on tensor cores).
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
@@ -82,7 +115,13 @@ class Autoencoder(pl.LightningModule):
         lr: float = 1e-3,
         optimizer: OptimizerFactory | None = None,
         scheduler: Schedule = "constant",
-        loss: Mapping[str, float] = MappingProxyType({"mse": 1.0}),
+        loss: Mapping[str, float] = MappingProxyType(
+            {"mse": 1.0, "l1": 0.0, "ssim": 0.0, "perceptual": 0.0}
+        ),
+        perceptual: Mapping[str, Any] = DEFAULT_PERCEPTUAL,
+        bottleneck_kernel_size: int = 1,
+        bottleneck_activation: LatentActivation = "none",
+        train_metrics_every_n_steps: int | None = 50,
         channels_last: bool = True,
         nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
@@ -91,8 +130,25 @@ class Autoencoder(pl.LightningModule):
             raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
         check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
         check_choice("model.scheduler", scheduler, Schedule)
+        check_choice("model.bottleneck_activation", bottleneck_activation, LatentActivation)
+        if bottleneck_kernel_size not in (1, 3):
+            raise ConfigError(
+                f"model.bottleneck_kernel_size must be 1 or 3, got {bottleneck_kernel_size}."
+            )
+        if train_metrics_every_n_steps is not None and train_metrics_every_n_steps < 1:
+            raise ConfigError(
+                "model.train_metrics_every_n_steps must be >= 1 or null, got "
+                f"{train_metrics_every_n_steps}."
+            )
         self.encoder = encoder
-        self.bottleneck = nn.Conv2d(encoder.out_channels[-1], latent_channels, kernel_size=1)
+        self.bottleneck = nn.Conv2d(
+            encoder.out_channels[-1],
+            latent_channels,
+            kernel_size=bottleneck_kernel_size,
+            padding=bottleneck_kernel_size // 2,
+        )
+        self.bottleneck_activation = bottleneck_activation
+        self.latent_activation = LATENT_ACTIVATIONS[bottleneck_activation]()
         self.decoder = decoder(
             latent_channels=latent_channels,
             stage_channels=encoder.out_channels,
@@ -102,7 +158,8 @@ class Autoencoder(pl.LightningModule):
         self.lr = lr
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_name = scheduler
-        self.loss = ReconstructionLoss(loss)
+        self.loss = ReconstructionLoss(loss, partial(perceptual_network, perceptual))
+        self.train_metrics_every_n_steps = train_metrics_every_n_steps
         self.channels_last = channels_last
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
@@ -146,6 +203,8 @@ class Autoencoder(pl.LightningModule):
                 f"{self.bottleneck_info['latent_floats']} floats per image, compression "
                 f"{self.bottleneck_info['compression_ratio']:.1f}x"
             )
+        if stage == "fit":
+            self.loss.prepare()  # a missing perceptual network fails here, before training
 
     def on_fit_start(self) -> None:
         counts = {
@@ -163,12 +222,14 @@ class Autoencoder(pl.LightningModule):
 
     # ------------------------------------------------------------------------- forward
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.encoder(images))
+        return self.latent_activation(self.bottleneck(self.encoder(images)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(images))
 
-    def _step(self, batch: Any, metrics: MetricCollection, stage: str) -> torch.Tensor | None:
+    def _step(
+        self, batch: Any, metrics: MetricCollection, stage: str, with_metrics: bool = True
+    ) -> torch.Tensor | None:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         reconstruction = self(images.contiguous(memory_format=memory_format))
@@ -177,8 +238,6 @@ class Autoencoder(pl.LightningModule):
         if training and not self._loss_is_finite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the backward pass and the update
-        # torchmetrics flattens with .view(), which needs the default memory layout.
-        metrics.update(reconstruction.detach().float().contiguous(), images)
         self.log(
             f"{stage}/loss",
             loss,
@@ -188,7 +247,10 @@ class Autoencoder(pl.LightningModule):
             sync_dist=not training,
             batch_size=images.shape[0],
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        if with_metrics:
+            # torchmetrics flattens with .view(), which needs the default memory layout.
+            metrics.update(reconstruction.detach().float().contiguous(), images)
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
@@ -225,7 +287,10 @@ class Autoencoder(pl.LightningModule):
         return f"fine-tuning phase {phase} ({state})"
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        return self._step(batch, self.train_metrics, "train")
+        every = self.train_metrics_every_n_steps
+        # batch_idx counts within the epoch: the first batch of every epoch is measured
+        sampled = every is not None and batch_idx % every == 0
+        return self._step(batch, self.train_metrics, "train", with_metrics=sampled)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, self.val_metrics, "val")
@@ -284,10 +349,9 @@ class Autoencoder(pl.LightningModule):
             "encoder.name": self.encoder.name,
             "encoder.depth": self.encoder.depth,
             "model.latent_channels": self.latent_channels,
-            "decoder.upsample": self.decoder.upsample,
-            "decoder.width": self.decoder.width,
-            "decoder.blocks_per_stage": self.decoder.blocks_per_stage,
-            "decoder.min_channels": self.decoder.min_channels,
+            "model.bottleneck_kernel_size": self.bottleneck.kernel_size[0],
+            "model.bottleneck_activation": self.bottleneck_activation,
+            **self.decoder.settings(),
             "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
         }
 
@@ -295,13 +359,18 @@ class Autoencoder(pl.LightningModule):
         """Why ``checkpoint`` cannot be loaded into this model ("" when it can).
 
         Names the differing settings when the checkpoint records them (every checkpoint
-        written since they are saved), else the weights whose names or shapes differ.
-        ``optimizer=False`` ignores the optimiser (for loading the weights alone).
+        written since they are saved), else the weights whose names or shapes differ. A
+        setting the checkpoint does not record is newer than the checkpoint, and the weights
+        decide. ``optimizer=False`` ignores the optimiser (for loading the weights alone).
         """
         saved = checkpoint.get(ARCHITECTURE_KEY)
         if isinstance(saved, Mapping):
             mine = self.architecture()
-            keys = [k for k in mine if saved.get(k) != mine[k] and (optimizer or k != "optimizer")]
+            keys = [
+                key
+                for key in mine
+                if key in saved and saved[key] != mine[key] and (optimizer or key != "optimizer")
+            ]
             if keys:
                 there = ", ".join(f"{key}={saved.get(key)}" for key in keys)
                 here = ", ".join(f"{key}={mine[key]}" for key in keys)

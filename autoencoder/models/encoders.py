@@ -257,6 +257,16 @@ class Encoder(nn.Module):
                 x = stage(x)
         return x
 
+    def stage_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, lowest first, as a feature extractor (for a feature
+        loss): no freezing logic, gradients flow back to ``images``."""
+        x = (images - self.mean) / self.std if self.normalize else images
+        outputs = []
+        for stage in self.stages.values():
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
 
 def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str | None) -> None:
     if weights == "imagenet":

@@ -1,0 +1,217 @@
+"""The design options of the quality study: decoder form, bottleneck, perceptual loss,
+one-cycle schedule, sampled training metrics. Each is a config option; each is exercised."""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torchvision
+from torch import nn
+
+from autoencoder.encode import export_encoder, load_encoder
+from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.losses import PerceptualLoss, ReconstructionLoss
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.decoders import Decoder, ResidualBlock
+from autoencoder.models.encoders import Encoder
+from autoencoder.param_groups import schedule_multiplier
+from autoencoder.train import train
+from tests.conftest import smoke
+
+# ---------------------------------------------------------------------------- decoder
+
+
+@pytest.mark.parametrize("block", ["plain", "residual"])
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_every_decoder_form_returns_images_of_the_input_size(block, norm, progressive) -> None:
+    encoder = Encoder("resnet18", weights=None, depth=2)  # the stem downsamples 4x at once
+    decoder = functools.partial(
+        Decoder, block=block, norm=norm, progressive=progressive, blocks_per_stage=2
+    )
+    model = Autoencoder(encoder, decoder=decoder, latent_channels=4).eval()
+    with torch.no_grad():
+        output = model(torch.rand(2, 3, 32, 32))
+    assert output.shape == (2, 3, 32, 32) and output.min() >= 0 and output.max() <= 1
+    kinds = {type(m) for m in model.decoder.modules()}
+    assert (ResidualBlock in kinds) == (block == "residual")
+    assert (nn.BatchNorm2d in kinds, nn.GroupNorm in kinds) == (norm == "batch", norm == "group")
+    resizes = [m for m in model.decoder.modules() if isinstance(m, nn.Upsample)]
+    assert [m.scale_factor for m in resizes] == ([2.0, 2.0] if progressive else [4.0])
+
+
+def test_a_residual_block_starts_as_the_identity_on_activations() -> None:
+    block = ResidualBlock(8).eval()
+    x = torch.rand(2, 8, 5, 5)  # non-negative, like the ReLU output it follows
+    torch.testing.assert_close(block(x), x)
+
+
+def test_the_default_decoder_keeps_the_weight_names_of_earlier_checkpoints() -> None:
+    decoder = Decoder(4, [64, 64], [4, 4])
+    assert list(decoder.state_dict())[:4] == [
+        "input.0.weight",
+        "input.1.weight",
+        "input.1.bias",
+        "input.1.running_mean",
+    ]
+    assert "blocks.1.0.1.weight" in decoder.state_dict()  # resize, then conv at index 1
+    assert "blocks.1.1.0.weight" in decoder.state_dict()  # the extra block's conv
+
+
+# ------------------------------------------------------------------------- bottleneck
+
+
+def test_a_3x3_tanh_bottleneck_keeps_the_latent_size_and_bounds_it(tmp_path: Path) -> None:
+    model = Autoencoder(
+        Encoder("resnet18", weights=None, depth=2),
+        latent_channels=4,
+        bottleneck_kernel_size=3,
+        bottleneck_activation="tanh",
+    ).eval()
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        latent = model.encode(images)
+    assert latent.shape == (3, 4, 8, 8) and latent.abs().max() < 1
+    assert model.architecture()["model.bottleneck_kernel_size"] == 3
+    exported = load_encoder(export_encoder(model, tmp_path / "enc.pt").with_suffix(".pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(images), latent)
+    with pytest.raises(ConfigError, match="bottleneck_kernel_size must be 1 or 3"):
+        Autoencoder(Encoder("resnet18", weights=None, depth=2), bottleneck_kernel_size=5)
+
+
+# ---------------------------------------------------------------------- perceptual loss
+
+
+def test_perceptual_distance_is_zero_for_equal_images_and_has_gradients() -> None:
+    torch.manual_seed(0)
+    loss = PerceptualLoss(functools.partial(Encoder, "resnet18", weights=None, depth=2))
+    target = torch.rand(2, 3, 32, 32)
+    assert loss(target, target).item() == 0.0
+    reconstruction = (target + 0.1 * torch.randn_like(target)).requires_grad_()
+    value = loss(reconstruction, target)
+    value.backward()
+    assert value.item() > 0 and reconstruction.grad is not None
+    assert reconstruction.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.network().parameters())
+
+
+def test_the_perceptual_network_is_not_part_of_the_model(tmp_path: Path) -> None:
+    weights = tmp_path / "classifier.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    model = Autoencoder(
+        Encoder("resnet18", weights=None, depth=2),
+        latent_channels=4,
+        loss={"mse": 1.0, "perceptual": 0.5},
+        perceptual={"name": "resnet18", "weights": str(weights), "depth": 2},
+    )
+    model.loss.prepare()
+    network = model.loss.perceptual.network()
+    expected = torchvision.models.resnet18(num_classes=10)
+    expected.load_state_dict(torch.load(weights, weights_only=True))
+    torch.testing.assert_close(network.stages["stem"][0].weight, expected.conv1.weight)
+    assert not any(key.startswith("loss.") for key in model.state_dict())
+    grouped = {id(p) for g in model.parameter_groups() for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters()}  # the network's are not there
+    assert model.loss.weights == {"mse": 1.0, "perceptual": 0.5}
+
+
+def test_a_fit_with_the_perceptual_term_trains_and_a_missing_network_stops_it(
+    compose_cfg, tmp_path: Path
+) -> None:
+    weights = tmp_path / "classifier.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    base = (
+        *smoke(32, 16, 16),
+        "trainer.max_epochs=1",
+        "test=false",
+        "logger=csv",
+        "model.loss.perceptual=0.1",
+        "model.perceptual.name=resnet18",
+        "model.perceptual.depth=2",
+    )
+    summary = train(
+        compose_cfg(*base, f"model.perceptual.weights={weights}", output_dir=tmp_path / "ok")
+    )
+    assert summary["val/psnr"] is not None
+    missing = r"model\.perceptual\.weights='.*missing\.pt': no such file"
+    with pytest.raises(ResourceUnavailableError, match=missing):
+        train(
+            compose_cfg(
+                *base,
+                f"model.perceptual.weights={tmp_path / 'missing.pt'}",
+                output_dir=tmp_path / "missing",
+            )
+        )
+    assert not (tmp_path / "missing" / "checkpoints").exists()  # stopped before training
+
+
+def test_a_loss_without_terms_is_refused() -> None:
+    with pytest.raises(ConfigError, match="has no terms of non-zero weight"):
+        ReconstructionLoss({"mse": 0.0, "ssim": 0.0})
+    with pytest.raises(ConfigError, match=r"unknown loss term\(s\) \['lpips'\]"):
+        ReconstructionLoss({"lpips": 1.0})
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_onecycle_follows_torchs_one_cycle_lr() -> None:
+    total = 40
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total)
+    for step in range(total):
+        expected = optimizer.param_groups[0]["lr"]
+        assert 0.1 * schedule_multiplier("onecycle", step, total) == pytest.approx(expected)
+        optimizer.step()
+        reference.step()
+
+
+# ------------------------------------------------------------------- training metrics
+
+
+class CountUpdates(pl.Callback):
+    """Counts the updates of the model's training metrics; instances register themselves,
+    since the training job builds its callbacks from the config."""
+
+    instances: list[CountUpdates] = []
+
+    def __init__(self) -> None:
+        self.updates = 0
+        CountUpdates.instances.append(self)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        original = pl_module.train_metrics.update
+
+        def counted(*args, **kwargs):
+            self.updates += 1
+            return original(*args, **kwargs)
+
+        pl_module.train_metrics.update = counted
+
+
+@pytest.mark.parametrize(("every", "updates"), [(1, 8), (3, 4), (None, 0)])
+def test_training_metrics_are_computed_on_a_sample_of_steps(
+    compose_cfg, tmp_path: Path, every: int | None, updates: int
+) -> None:
+    """4 steps per epoch, 2 epochs: every batch, batches 0 and 3 of each epoch, or none."""
+    cfg = compose_cfg(
+        *smoke(64, 16, 16),
+        "trainer.max_epochs=2",
+        "test=false",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        f"model.train_metrics_every_n_steps={'null' if every is None else every}",
+        "+callbacks.counter._target_=tests.test_design_options.CountUpdates",
+    )
+    summary = train(cfg)
+    assert CountUpdates.instances[-1].updates == updates
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        logged = {key for row in csv.DictReader(file) for key, value in row.items() if value}
+    assert ("train/psnr" in logged) == (every is not None)
+    assert "train/loss_step" in logged and summary["val/psnr"] is not None
