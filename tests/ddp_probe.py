@@ -29,3 +29,16 @@ class RankProbe(pl.Callback):
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class RankMonitor(pl.Callback):
+    """Logs ``val/rank_probe`` without syncing ranks: on rank 0 it improves at every
+    validation (10, 9, 8, ...), on the other ranks it never does (1, 1, 1, ...). With
+    ``finetune.monitor=val/rank_probe`` and patience 1, only rank 1 sees a plateau, at its
+    second validation; the reduced decision must unfreeze both ranks there."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = 10.0 - trainer.current_epoch if trainer.global_rank == 0 else 1.0
+        pl_module.log("val/rank_probe", value, sync_dist=False, rank_zero_only=False)

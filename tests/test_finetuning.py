@@ -372,19 +372,37 @@ def test_epoch_strategy_unfreezes_at_the_fixed_epoch(compose_cfg, tmp_path) -> N
     assert all(row[name] == pytest.approx(1e-4) for row in after for name in ENCODER_LRS)
 
 
-def test_two_phase_strategy_in_the_smoke_experiment(compose_cfg, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("override", "warmup"),
+    [(None, 100), ("finetune.min_warmup_steps=0", 16), ("finetune.warmup_steps=0", 0)],
+    ids=["shipped", "one-epoch-warm-up", "no-warm-up"],
+)
+def test_the_shipped_two_phase_schedule_step_by_step(
+    compose_cfg, tmp_path, override: str | None, warmup: int
+) -> None:
+    """conf/finetune/two_phase.yaml as shipped: phase 1 for one epoch (16 steps here), then
+    the top stage at the decoder's rate and each stage below at 1/2.6 of the one above,
+    ramped up linearly over one epoch but at least 100 steps; the decoder's rate constant."""
     summary, rows = run_strategy(
         compose_cfg,
         tmp_path,
-        "trainer.max_epochs=3",
-        "finetune.patience=null",
-        "finetune.max_frozen_epochs=2",
-        "finetune.warmup_steps=8",
+        "data.batch_size=4",
+        "data.num_val=8",
+        "data.image_size=16",
+        "trainer.max_epochs=8",
+        *([override] if override else []),
     )
-    assert summary["transition_epoch"] == 1
-    phase = {row["step"]: row["lr-AdamW/encoder.layer2"] for row in rows}
-    assert phase[0] == 0.0 and phase[7] == 0.0
-    assert 0.0 < phase[8] < phase[11]  # warming up after the transition at step 8
+    lr = {int(row["step"]): row for row in rows}
+    assert summary["transition_epoch"] == 0 and sorted(lr) == list(range(128))
+    peaks = {"encoder.layer2": 1e-3, "encoder.layer1": 1e-3 / 2.6, "encoder.stem": 1e-3 / 2.6**2}
+    for step in (0, 15, 16, 17, 31, 32, 60, 114, 115, 116, 127):
+        ramp = 0.0 if step < 16 else min(1.0, (step - 15) / warmup) if warmup else 1.0
+        assert lr[step]["lr-AdamW/decoder"] == pytest.approx(1e-3, rel=1e-6), step
+        for group, peak in peaks.items():
+            assert lr[step][f"lr-AdamW/{group}"] == pytest.approx(peak * ramp, rel=1e-6), (
+                step,
+                group,
+            )
 
 
 def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None:

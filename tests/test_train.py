@@ -100,6 +100,50 @@ def test_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path, stop_after: 
     assert lrs == pytest.approx([g["lr"] for g in expected["optimizer_states"][0]["param_groups"]])
 
 
+# The plateau path of the default strategy, with no epoch cap: min_delta=10 makes every check
+# after the first a non-improvement, so the wait counter reads 0, 1, 2 after epochs 0, 1, 2,
+# and patience 2 unfreezes at the end of epoch 2 (4 steps per epoch: step 12).
+PLATEAU = (
+    "finetune.patience=2",
+    "finetune.min_delta=10",
+    "finetune.max_frozen_epochs=null",
+    "finetune.warmup_steps=0",
+    "trainer.deterministic=true",
+    "callbacks.model_checkpoint.save_top_k=0",
+)
+
+
+def finetuning_state(checkpoint: Path) -> dict:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return next(v for k, v in state["callbacks"].items() if "TwoPhaseFinetuning" in k)
+
+
+def test_a_run_stopped_while_waiting_for_a_plateau_resumes_to_the_same_transition(
+    compose_cfg, tmp_path
+) -> None:
+    full = tmp_path / "full"
+    reference = train(compose_cfg(*SMALL, *PLATEAU, "trainer.max_epochs=5", output_dir=full))
+    expected = finetuning_state(full / "checkpoints" / "last.ckpt")
+    assert reference["transition_epoch"] == 2 and min(expected["unfreeze_steps"].values()) == 12
+
+    part = tmp_path / "part"
+    train(compose_cfg(*SMALL, *PLATEAU, "trainer.max_epochs=2", output_dir=part))
+    last = part / "checkpoints" / "last.ckpt"
+    stopped = finetuning_state(last)
+    assert stopped["wait"] == 1 and stopped["unfreeze_steps"] == {}  # waiting, still frozen
+
+    resumed_dir = tmp_path / "resumed"
+    resumed = train(
+        compose_cfg(
+            *SMALL, *PLATEAU, "trainer.max_epochs=5", f"ckpt_path={last}", output_dir=resumed_dir
+        )
+    )
+    assert resumed["transition_epoch"] == 2
+    assert finetuning_state(resumed_dir / "checkpoints" / "last.ckpt") == expected
+    for key in ("val/psnr", "test/mse", "test/psnr"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
+
+
 def test_debug_fast_runs_one_batch(compose_cfg, tmp_path) -> None:
     summary = train(compose_cfg(*SMALL, "debug=fast", output_dir=tmp_path / "fast"))
     assert summary["latent_floats"] == 256 and summary["test/psnr"] is None
@@ -188,6 +232,39 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert (run_dir / "train_ddp_process_1.log").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "probe"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> None:
+    """Rank 1's monitored value stops improving at its second validation, rank 0's never
+    does (tests/ddp_probe.py RankMonitor). The plateau decision is reduced over the ranks,
+    so both unfreeze at the end of epoch 1: 64 images over 2 ranks in batches of 16 make 2
+    steps per epoch, step 4."""
+    probe = tmp_path / "probe"
+    result = run_script(
+        "train.py",
+        *SMALL,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=3",
+        "test=false",
+        "logger=csv",
+        "finetune.monitor=val/rank_probe",
+        "finetune.patience=1",
+        "finetune.max_frozen_epochs=null",
+        "finetune.warmup_steps=0",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        "+callbacks.rank_monitor._target_=tests.ddp_probe.RankMonitor",
+        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        f"+callbacks.rank_probe.folder={probe}",
+        env={"PL_DISABLE_FORK": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [rank["transition_step"] for rank in ranks] == [4, 4]
+    assert ranks[0]["unfreeze_steps"] == ranks[1]["unfreeze_steps"]
+    assert ranks[0]["encoder_sum"] == ranks[1]["encoder_sum"]  # the same updates on both
 
 
 def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> None:
