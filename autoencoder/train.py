@@ -95,7 +95,7 @@ def _fit_and_test(
         transition_epoch = finetuning.transition_epoch
         best_ckpt = best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
-        if cfg.get("test") and not trainer.fast_dev_run:
+        if cfg.get("test"):  # debug=fast (no checkpoints): one batch with the final weights
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
             test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
         summary = {

@@ -96,7 +96,7 @@ def cli_train(inputs: Inputs, *overrides: str, base: tuple[str, ...] = TINY) -> 
 
 def user_sees(trigger: Callable[[], Any]) -> list[str]:
     """What is reported: the error lines as the script prints them, Hydra's error, and
-    the warnings."""
+    the warnings. The script's stderr holds those error lines and nothing else."""
     stderr = io.StringIO()
     with warnings.catch_warnings(record=True) as caught, redirect_stderr(stderr):
         warnings.simplefilter("always")
@@ -106,7 +106,10 @@ def user_sees(trigger: Callable[[], Any]) -> list[str]:
             assert exit.code == 1
         except HydraException as error:
             return [str(error)]
-    errors = [line for line in stderr.getvalue().splitlines() if line.startswith("error: ")]
+    printed = stderr.getvalue()
+    assert "Traceback" not in printed
+    errors = [line for line in printed.splitlines() if line.startswith("error: ")]
+    assert errors == printed.splitlines(), f"stderr has more than error lines:\n{printed}"
     return (["\n".join(errors)] if errors else []) + [str(w.message) for w in caught]
 
 

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-import submitit.slurm.slurm as submitit_slurm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
 
+from autoencoder.callbacks import ReconstructionImages
+from autoencoder.compat import ddp_finds_unused_parameters
 from autoencoder.config import instantiate, instantiate_all
+from autoencoder.data import (
+    ArraysDataModule,
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    FolderDataModule,
+    STL10DataModule,
+    SyntheticDataModule,
+)
 from autoencoder.errors import ConfigError
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.encoders import ENCODERS
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
-from tests.conftest import CONFIG_DIR, run_script
+from tests.conftest import CONFIG_DIR, ROOT, make_images, run_script
 
 GROUPS = (
     "data",
@@ -55,6 +79,183 @@ def test_every_group_is_covered() -> None:
     assert len(OPTIONS) > 40
 
 
+# torchvision's architectures, from their papers: residual blocks per ResNet layer, convs
+# per VGG block, and each stage's output channels.
+RESNET_BLOCKS = {
+    "resnet18": [2, 2, 2, 2],
+    "resnet34": [3, 4, 6, 3],
+    "resnet50": [3, 4, 6, 3],
+    "resnet101": [3, 4, 23, 3],
+    "resnet152": [3, 8, 36, 3],
+}
+VGG_CONVS = {
+    "vgg11": [1, 1, 2, 2, 2],
+    "vgg13": [2, 2, 2, 2, 2],
+    "vgg16": [2, 2, 3, 3, 3],
+    "vgg19": [2, 2, 4, 4, 4],
+}
+
+
+def encoder_is(name: str, built: dict[str, Any]) -> None:
+    """The encoder is torchvision's ``name``: its block counts, channels and BatchNorm."""
+    encoder = built["encoder"]
+    stages = list(encoder.stages.values())
+    if name.startswith("resnet"):
+        bottleneck = name not in ("resnet18", "resnet34")
+        channels = [64, 256, 512, 1024, 2048] if bottleneck else [64, 64, 128, 256, 512]
+        assert [len(stage) for stage in stages[1:]] == RESNET_BLOCKS[name][: len(stages) - 1]
+    else:
+        channels = [64, 128, 256, 512, 512]
+        convs = [sum(isinstance(m, nn.Conv2d) for m in stage) for stage in stages]
+        assert convs == VGG_CONVS[name.removesuffix("_bn")][: len(stages)]
+        has_bn = any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())
+        assert has_bn == name.endswith("_bn")
+    assert encoder.out_channels == channels[: len(stages)]
+
+
+def has_module(kind: type, section: str) -> Callable[[dict[str, Any]], None]:
+    def check(built: dict[str, Any]) -> None:
+        assert any(isinstance(m, kind) for m in built[section].modules())
+
+    return check
+
+
+def datamodule_is(kind: type, shape: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
+    def check(built: dict[str, Any]) -> None:
+        assert type(built["datamodule"]) is kind and built["datamodule"].image_shape == shape
+
+    return check
+
+
+def optimizer_is(kind: type, **settings: Any) -> Callable[[dict[str, Any]], None]:
+    def check(built: dict[str, Any]) -> None:
+        optimizer = built["optimizer"]
+        assert type(optimizer) is kind
+        assert {k: optimizer.defaults[k] for k in settings} == settings
+
+    return check
+
+
+def experiment_is(data: type, latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
+    """An experiment's data and latent layout (channels x height x width per image)."""
+
+    def check(built: dict[str, Any]) -> None:
+        assert type(built["datamodule"]) is data
+        _, height, width = built["datamodule_shape"]
+        assert built["model"].latent_shape(height, width) == latent
+
+    return check
+
+
+def uses_ddp_with_unused_parameters(built: dict[str, Any]) -> None:
+    strategy = built["trainer"].strategy
+    assert isinstance(strategy, DDPStrategy) and ddp_finds_unused_parameters(strategy)
+    assert built["trainer"].num_devices == 2
+
+
+def logs_with(kind: type | None) -> Callable[[dict[str, Any]], None]:
+    def check(built: dict[str, Any]) -> None:
+        loggers = built["trainer"].loggers
+        assert [type(logger) for logger in loggers] == ([kind] if kind else [])
+        monitors = [c for c in built["trainer"].callbacks if isinstance(c, LearningRateMonitor)]
+        assert len(monitors) == (1 if kind else 0)  # the rate monitor needs a logger
+
+    return check
+
+
+def checkpoints_and_grids(built: dict[str, Any]) -> None:
+    kinds = [type(c) for c in built["trainer"].callbacks]
+    checkpoints = [c for c in built["trainer"].callbacks if isinstance(c, ModelCheckpoint)]
+    assert sorted((c.monitor or "", c.filename) for c in checkpoints) == [
+        ("", "last"),
+        ("val/loss", "best-epoch{epoch:03d}"),
+    ]
+    assert ReconstructionImages in kinds and LearningRateMonitor in kinds
+
+
+def runs_one_batch(built: dict[str, Any]) -> None:
+    trainer = built["trainer"]
+    assert trainer.fast_dev_run == 1 and trainer.limit_train_batches == 1
+    assert trainer.limit_val_batches == 1 and trainer.limit_test_batches == 1
+
+
+def trainer_is(accelerator: type, precision: str) -> Callable[[dict[str, Any]], None]:
+    def check(built: dict[str, Any]) -> None:
+        trainer = built["trainer"]
+        assert isinstance(trainer.accelerator, accelerator)
+        assert trainer.precision == precision and trainer.num_devices == 1
+
+    return check
+
+
+def optuna_sweeps(built: dict[str, Any]) -> None:
+    sweeper = built["hydra"].sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert built["cfg"].optimized_metric == "val/psnr"
+
+
+def trains_on_mse(built: dict[str, Any]) -> None:
+    model = built["model"]
+    assert isinstance(model, Autoencoder) and model.loss.weights == {"mse": 1.0}
+    assert model.loss.perceptual is None  # its network is built only when the term is used
+
+
+def downloads_into_data(built: dict[str, Any]) -> None:
+    assert built["datamodule"].root == Path("data")  # torchvision sets: data.root
+
+
+# What each option does, checked on the objects it builds. The strategies of ``finetune``
+# act during training: real fits check them in tests/test_finetuning.py.
+EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
+    ("data", "cifar10"): datamodule_is(CIFAR10DataModule, (3, 32, 32)),
+    ("data", "cifar100"): datamodule_is(CIFAR100DataModule, (3, 32, 32)),
+    ("data", "stl10"): datamodule_is(STL10DataModule, (3, 96, 96)),
+    ("data", "folder"): datamodule_is(FolderDataModule, (3, 32, 32)),
+    ("data", "arrays"): datamodule_is(ArraysDataModule, (3, 32, 32)),
+    ("data", "synthetic"): datamodule_is(SyntheticDataModule, (3, 32, 32)),
+    **{("encoder", name): functools.partial(encoder_is, name) for name in ENCODERS},
+    ("decoder", "resize_conv"): has_module(nn.Upsample, "model"),
+    ("decoder", "pixel_shuffle"): has_module(nn.PixelShuffle, "model"),
+    ("decoder", "transposed"): has_module(nn.ConvTranspose2d, "model"),
+    ("model", "default"): trains_on_mse,
+    ("optimizer", "adamw"): optimizer_is(torch.optim.AdamW, weight_decay=1e-4),
+    ("optimizer", "adam"): optimizer_is(torch.optim.Adam, weight_decay=0.0),
+    ("optimizer", "sgd"): optimizer_is(torch.optim.SGD, momentum=0.9, nesterov=True),
+    ("trainer", "default"): trainer_is(CPUAccelerator, "32-true"),
+    ("trainer", "cpu"): trainer_is(CPUAccelerator, "32-true"),
+    ("trainer", "gpu"): trainer_is(CPUAccelerator, "bf16-mixed"),  # accelerator set to cpu
+    ("trainer", "ddp"): uses_ddp_with_unused_parameters,
+    ("callbacks", "default"): checkpoints_and_grids,
+    ("logger", "wandb"): logs_with(WandbLogger),
+    ("logger", "csv"): logs_with(CSVLogger),
+    ("logger", "none"): logs_with(None),
+    ("debug", "fast"): runs_one_batch,
+    ("paths", "default"): downloads_into_data,
+    ("experiment", "cifar10_resnet18"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
+    ("experiment", "cifar10_resnet50"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
+    ("experiment", "cifar10_vgg16_bn"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
+    ("experiment", "compare_finetuning"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
+    ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (64, 6, 6)),
+    ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (64, 2, 2)),
+    ("experiment", "folder"): experiment_is(FolderDataModule, (64, 8, 8)),
+    ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4)),
+    ("hparams_search", "optuna"): optuna_sweeps,
+}
+
+
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, pixels in enumerate(make_images(12)):
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    return folder
+
+
+def test_every_option_has_its_effect_checked() -> None:
+    untested = {(g, o) for g, o in OPTIONS if g != "finetune"} - set(EFFECTS)
+    assert not untested, f"add the effect of {sorted(untested)} to EFFECTS"
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_validates_and_instantiates(group, option, arrays_dir, tmp_path) -> None:
     cfg = compose_train(f"{group}={option}")
@@ -63,13 +264,13 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
         cfg.encoder.weights = None  # no downloads
         cfg.trainer.accelerator = "cpu"
         if OmegaConf.is_missing(cfg.data, "path"):
-            cfg.data.path = str(arrays_dir)
+            is_folder = cfg.data._target_.endswith("FolderDataModule")
+            cfg.data.path = str(image_folder(tmp_path) if is_folder else arrays_dir)
     validate_config(cfg)
     datamodule = instantiate(cfg.data)
     encoder = instantiate(cfg.encoder)
     model = build_model(cfg, encoder)
-    assert datamodule.batch_size > 0
-    size = cfg.data.get("image_size") or 32
+    size = cfg.data.get("image_size") or (96 if "STL10" in cfg.data._target_ else 32)
     images = torch.rand(2, 3, size, size)
     with torch.no_grad():
         assert model.eval()(images).shape == images.shape
@@ -77,9 +278,18 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
     callbacks = [*instantiate_all(cfg.callbacks), finetuning]
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    assert trainer.fast_dev_run or trainer.max_epochs == cfg.trainer.max_epochs
-    if group == "encoder":
-        assert encoder.name == option
+    built = {
+        "cfg": cfg,
+        "hydra": compose_train(f"{group}={option}", hydra=True).hydra,
+        "datamodule": datamodule,
+        "datamodule_shape": (3, size, size),
+        "encoder": encoder,
+        "model": model,
+        "optimizer": instantiate(cfg.optimizer)(model.parameters(), lr=1e-3),
+        "trainer": trainer,
+    }
+    if group != "finetune":
+        EFFECTS[group, option](built)
 
 
 @pytest.mark.parametrize("config_name", ["pretrain", "evaluate", "encode"])
@@ -175,32 +385,54 @@ def test_typo_on_the_command_line_fails_before_anything_runs(tmp_path) -> None:
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_slurm_launcher_maps_nodes_tasks_and_gpus_from_the_trainer(tmp_path) -> None:
-    cfg = compose_train(
+FAKE_SBATCH = """#!/bin/sh
+# Records the script it is asked to submit, as SLURM's sbatch would receive it.
+cp "$1" "$SBATCH_RECORD"
+echo "Submitted batch job 4242"
+"""
+
+
+def test_slurm_launcher_submits_nodes_tasks_and_gpus_from_the_trainer(tmp_path) -> None:
+    """scripts/train.py -m with hydra/launcher=slurm writes an sbatch script and submits it;
+    a fake sbatch on PATH records that script (no cluster here), and the launcher, which
+    would wait for the job, is stopped once it was submitted."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit checks that it exists
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        "-m",
+        "experiment=smoke",
         "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
         "trainer=ddp",
         "trainer.devices=4",
         "trainer.num_nodes=2",
-        "hydra.launcher.partition=gpu",
-        hydra=True,
-    )
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
-    # the plugin accepts the config, and submitit turns it into these sbatch lines
-    assert instantiate(launcher).params["tasks_per_node"] == 4
-    sbatch = submitit_slurm._make_sbatch_string(
-        command="python scripts/train.py",
-        folder=tmp_path,
-        nodes=launcher.nodes,
-        ntasks_per_node=launcher.tasks_per_node,
-        gpus_per_node=launcher.gpus_per_node,
-        cpus_per_task=launcher.cpus_per_task,
-        partition=launcher.partition,
-        time=launcher.timeout_min,
-    )
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "SBATCH_RECORD": str(record),
+    }
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not record.is_file() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        launcher.kill()
+        _, stderr = launcher.communicate()
+    assert record.is_file(), stderr.decode()[-3000:]
+    sbatch = record.read_text()
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
         assert f"#SBATCH {line}" in sbatch
+    assert "srun" in sbatch  # each of the 8 tasks runs one rank
 
 
 def test_output_folders_of_runs_and_sweeps_started_together_differ() -> None:

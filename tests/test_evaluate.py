@@ -29,7 +29,7 @@ from autoencoder.errors import ConfigError
 from autoencoder.evaluate import evaluate, load_classifier
 from autoencoder.grids import comparison_grid
 from autoencoder.pretrain import pretrain
-from autoencoder.runs import checkpoint_file, data_config, load_run_config
+from autoencoder.runs import checkpoint_file, data_config, load_autoencoder, load_run_config
 from autoencoder.train import train
 from tests.conftest import CONFIG_DIR, ONE_BATCH, make_images, run_script
 
@@ -148,11 +148,15 @@ def test_script_writes_metrics_grids_worst_images_and_classifier_accuracy(
     images = torch.from_numpy(test["images"]).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    model = load_autoencoder(run.ckpt, load_run_config(run.ckpt))
     with torch.no_grad():
         predicted = net.eval()((images - mean) / std).argmax(1).numpy()
+        reconstructions = model(images).float()
+        predicted_back = net((reconstructions - mean) / std).argmax(1).numpy()
     expected = float((predicted == test["labels"]).mean())
     assert metrics["test/acc_original"] == pytest.approx(expected, abs=1e-6)
-    assert 0.0 <= metrics["test/acc_reconstruction"] <= 1.0
+    expected_back = float((predicted_back == test["labels"]).mean())
+    assert metrics["test/acc_reconstruction"] == pytest.approx(expected_back, abs=1e-6)
 
     worst = metrics["worst"]
     assert len(worst) == 16 and len({item["index"] for item in worst}) == 16

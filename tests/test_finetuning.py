@@ -217,6 +217,54 @@ def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identic
     assert all(p.requires_grad for p in model.encoder.parameters())
 
 
+class GraphProbe(pl.Callback):
+    """Records, for every training step, whether the encoder's output carried an autograd
+    graph and which encoder parameters had a gradient after the step."""
+
+    def __init__(self) -> None:
+        self.graph: list[bool] = []
+        self.with_grad: list[int] = []
+        self._training = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def record(module, inputs, output) -> None:
+            if self._training:
+                self.graph.append(output.grad_fn is not None or output.requires_grad)
+
+        pl_module.encoder.register_forward_hook(record)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._training = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._training = False
+        grads = [p for p in pl_module.encoder.parameters() if p.grad is not None]
+        self.with_grad.append(len(grads))
+
+
+def test_phase_one_runs_the_encoder_without_a_graph_and_gives_it_no_gradients() -> None:
+    probe = GraphProbe()
+    callback = TwoPhaseFinetuning(patience=None, max_frozen_epochs=2, warmup_steps=0)
+    pl.seed_everything(0)
+    model = tiny_model()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        callbacks=[callback, probe],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    datamodule = SyntheticDataModule(num_train=64, num_val=32, num_test=32, batch_size=16)
+    trainer.fit(model, datamodule=datamodule)
+    # 4 steps per epoch: phase 1 for steps 0-7, phase 2 from step 8
+    assert callback.transition_step == 8
+    assert probe.graph == [False] * 8 + [True] * 4
+    assert probe.with_grad[:8] == [0] * 8  # every frozen .grad stayed None
+    assert all(count == len(list(model.encoder.parameters())) for count in probe.with_grad[8:])
+
+
 def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
     # min_delta=1 makes every check after the first a non-improvement: a plateau
     callback = TwoPhaseFinetuning(

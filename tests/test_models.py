@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import urllib.error
 
 import pytest
@@ -134,6 +133,13 @@ def test_imagenet_weights_offline_name_the_local_alternatives(monkeypatch) -> No
     assert "Temporary failure" in message
 
 
+def constant_ssim(x: float, y: float, data_range: float = 1.0) -> float:
+    """SSIM of two constant images: no variance, so only the luminance term is left,
+    ``(2 x y + C1) / (x^2 + y^2 + C1)`` with ``C1 = (0.01 data_range)^2``."""
+    c1 = (0.01 * data_range) ** 2
+    return (2 * x * y + c1) / (x**2 + y**2 + c1)
+
+
 def test_losses_and_their_weighted_sum() -> None:
     torch.manual_seed(0)
     target = torch.rand(2, 3, 32, 32)
@@ -143,12 +149,14 @@ def test_losses_and_their_weighted_sum() -> None:
     ssim = ReconstructionLoss({"ssim": 1.0})(prediction, target)
     torch.testing.assert_close(mse, F.mse_loss(prediction, target))
     torch.testing.assert_close(l1, F.l1_loss(prediction, target))
-    assert 0 < ssim < 1
+    grey, lighter = torch.full((2, 3, 32, 32), 0.5), torch.full((2, 3, 32, 32), 0.6)
+    constant = ReconstructionLoss({"ssim": 1.0})(lighter, grey)
+    assert constant.item() == pytest.approx(1 - constant_ssim(0.6, 0.5), rel=1e-4)
     assert ReconstructionLoss({"ssim": 1.0})(target, target) == pytest.approx(0.0, abs=1e-5)
     combined = ReconstructionLoss({"mse": 1.0, "ssim": 0.5})(prediction, target)
     torch.testing.assert_close(combined, mse + 0.5 * ssim)
-    with pytest.raises(ConfigError, match="mse, l1, ssim"):
-        ReconstructionLoss({"perceptual": 1.0})
+    with pytest.raises(ConfigError, match="mse, l1, ssim, perceptual"):
+        ReconstructionLoss({"lpips": 1.0})
 
 
 def test_metrics_are_computed_on_pixels() -> None:
@@ -160,8 +168,7 @@ def test_metrics_are_computed_on_pixels() -> None:
     assert values["test/mse"] == pytest.approx(0.01, rel=1e-4)
     assert values["test/mae"] == pytest.approx(0.1, rel=1e-4)
     assert values["test/psnr"] == pytest.approx(20.0, rel=1e-4)
-    assert -1 <= values["test/ssim"] <= 1
-    assert math.isfinite(float(values["test/ssim"]))
+    assert values["test/ssim"] == pytest.approx(constant_ssim(0.6, 0.5), rel=1e-5)
 
 
 def test_parameter_groups_are_named_and_cover_every_parameter() -> None:

@@ -166,17 +166,14 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
 def test_every_trainer_config_writes_checkpoints_atomically(
     compose_cfg, trainer_option, tmp_path: Path, monkeypatch
 ) -> None:
-    cfg = compose_cfg(f"trainer={trainer_option}", "trainer.accelerator=cpu")
-    configured = instantiate(cfg.trainer, logger=False)
-    assert isinstance(configured.strategy.checkpoint_io, AtomicCheckpointIO)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=False,
-        max_steps=2,
+    """The Trainer as conf/trainer builds it (DDP with one process, which needs no
+    relaunch) fits and saves through AtomicCheckpointIO's atomic writes."""
+    cfg = compose_cfg(f"trainer={trainer_option}", "trainer.accelerator=cpu", "trainer.devices=1")
+    environment = dict(os.environ)
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_progress_bar=False, max_steps=2, max_epochs=None
     )
-    trainer.fit(BoringModel())
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     written: list[Path] = []
 
     def recording_save(write: Any, target: Path) -> None:
@@ -184,6 +181,18 @@ def test_every_trainer_config_writes_checkpoints_atomically(
         atomic_save(write, target)
 
     monkeypatch.setattr(checkpointing, "atomic_save", recording_save)
-    trainer.save_checkpoint(tmp_path / "boring.ckpt")
-    assert written == [tmp_path / "boring.ckpt"]
+    try:
+        trainer.fit(BoringModel())
+        trainer.save_checkpoint(tmp_path / "boring.ckpt")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
+    assert type(trainer.strategy).__name__ == (
+        "DDPStrategy" if trainer_option == "ddp" else "SingleDeviceStrategy"
+    )
+    # the checkpoint the fit wrote by itself, then the one saved by hand: both atomically
+    assert [path.suffix for path in written] == [".ckpt", ".ckpt"]
+    assert written[-1] == tmp_path / "boring.ckpt"
     assert torch.load(tmp_path / "boring.ckpt", weights_only=True)["global_step"] > 0

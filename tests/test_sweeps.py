@@ -45,8 +45,10 @@ def test_basic_sweep_gives_each_job_a_folder_and_writes_a_summary(tmp_path) -> N
     ]
     for row, job in zip(rows, jobs, strict=True):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert float(row["test/psnr"]) == pytest.approx(metrics["test/psnr"])
-        assert float(row["val/psnr"]) == pytest.approx(metrics["val/psnr"])
+        assert "best_ckpt" not in row  # a path, not a result
+        for key, value in metrics.items():
+            if key != "best_ckpt":
+                assert row[key] == ("" if value is None else str(value)), key
         assert row["output_dir"] == str(sweep / job) and row["error"] == ""
     assert not (tmp_path / "outputs").exists()
 
@@ -122,7 +124,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
         "finetune.warmup_steps=2",
         "logger=wandb",
         "seed=1,2",
-        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         "+callbacks.rank_probe.folder=${paths.output_dir}/probe",
         f"hydra.sweep.dir={sweep}",
         env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},

@@ -10,6 +10,7 @@ import torch
 
 from autoencoder.train import train
 from tests.conftest import run_script, smoke
+from tests.probes import BatchCounter
 
 SMALL = smoke()
 # Transition forced after 2 epochs, with a warm-up that runs into the 4th epoch.
@@ -144,9 +145,20 @@ def test_a_run_stopped_while_waiting_for_a_plateau_resumes_to_the_same_transitio
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
 
 
-def test_debug_fast_runs_one_batch(compose_cfg, tmp_path) -> None:
-    summary = train(compose_cfg(*SMALL, "debug=fast", output_dir=tmp_path / "fast"))
-    assert summary["latent_floats"] == 256 and summary["test/psnr"] is None
+def test_debug_fast_runs_one_batch_of_each_split(compose_cfg, tmp_path) -> None:
+    summary = train(
+        compose_cfg(
+            *SMALL,
+            "debug=fast",
+            "+callbacks.counter._target_=tests.probes.BatchCounter",
+            output_dir=tmp_path / "fast",
+        )
+    )
+    counter = BatchCounter.instances[-1]
+    assert counter.global_step == 1
+    assert counter.batches == {"train": 1, "validation": 1, "test": 1}
+    assert summary["latent_floats"] == 256 and summary["test/psnr"] is not None
+    assert not (tmp_path / "fast" / "checkpoints").exists()
 
 
 def test_train_script_trains_then_resumes_from_its_checkpoint(tmp_path) -> None:
@@ -214,7 +226,7 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
         "finetune.max_frozen_epochs=1",
         "finetune.warmup_steps=2",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         f"+callbacks.rank_probe.folder={probe}",
         "logger=wandb",
         env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
@@ -237,7 +249,7 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
 @pytest.mark.slow
 def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> None:
     """Rank 1's monitored value stops improving at its second validation, rank 0's never
-    does (tests/ddp_probe.py RankMonitor). The plateau decision is reduced over the ranks,
+    does (tests/probes.py RankMonitor). The plateau decision is reduced over the ranks,
     so both unfreeze at the end of epoch 1: 64 images over 2 ranks in batches of 16 make 2
     steps per epoch, step 4."""
     probe = tmp_path / "probe"
@@ -255,8 +267,8 @@ def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> N
         "finetune.max_frozen_epochs=null",
         "finetune.warmup_steps=0",
         f"hydra.run.dir={tmp_path / 'ddp'}",
-        "+callbacks.rank_monitor._target_=tests.ddp_probe.RankMonitor",
-        "+callbacks.rank_probe._target_=tests.ddp_probe.RankProbe",
+        "+callbacks.rank_monitor._target_=tests.probes.RankMonitor",
+        "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         f"+callbacks.rank_probe.folder={probe}",
         env={"PL_DISABLE_FORK": "1"},
     )

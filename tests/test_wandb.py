@@ -167,6 +167,10 @@ def test_offline_run_records_config_metrics_rates_and_reconstructions(
     logged = set().union(*rows)
     for stage in ("train", "val", "test"):
         assert {f"{stage}/{m}" for m in ("mse", "mae", "psnr", "ssim")} <= logged
+    (tested,) = [row for row in rows if "test/psnr" in row]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test/loss", "test/mse", "test/mae", "test/psnr", "test/ssim"):
+        assert tested[key] == pytest.approx(metrics[key], rel=1e-6), key
     assert {"train/loss_step", "val/loss", "test/loss", "finetune/phase"} <= logged
     assert {f"lr-AdamW/{group}" for group in groups} <= logged
 

@@ -1,4 +1,5 @@
-"""A callback for the DDP test: each rank writes what it ended with, to compare ranks."""
+"""Probe callbacks that tests add to a training job through the config
+(``+callbacks.NAME._target_=tests.probes.CLASS``) to see inside it."""
 
 from __future__ import annotations
 
@@ -42,3 +43,27 @@ class RankMonitor(pl.Callback):
             return
         value = 10.0 - trainer.current_epoch if trainer.global_rank == 0 else 1.0
         pl_module.log("val/rank_probe", value, sync_dist=False, rank_zero_only=False)
+
+
+class BatchCounter(pl.Callback):
+    """Counts the batches each loop ran and keeps the final global step. Instances register
+    themselves in ``instances``: the training job builds its callbacks from the config."""
+
+    instances: list[BatchCounter] = []
+
+    def __init__(self) -> None:
+        self.batches = {"train": 0, "validation": 0, "test": 0}
+        self.global_step = -1
+        BatchCounter.instances.append(self)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self.batches["train"] += 1
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self.batches["validation"] += 1
+
+    def on_test_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self.batches["test"] += 1
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.global_step = trainer.global_step
