@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,15 @@ def _fit_and_test(
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for logger in loggers:
             logger.log_hyperparams(run_config(cfg))
+        started = time.perf_counter()
         with warnings.catch_warnings():
             # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_seconds = time.perf_counter() - started
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         # read before testing: loading the best checkpoint also restores callback states
-        transition_epoch = finetuning.transition_epoch
+        transition_epoch, transition_step = finetuning.transition_epoch, finetuning.transition_step
         best_ckpt = best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
         if cfg.get("test"):  # debug=fast (no checkpoints): one batch with the final weights
@@ -102,7 +105,9 @@ def _fit_and_test(
             **{name: test_metrics.get(name) for name in TEST_METRICS},
             **model.bottleneck_info,
             "transition_epoch": transition_epoch,
+            "transition_step": transition_step,
             "best_ckpt": best_ckpt,
+            "fit_seconds": round(fit_seconds, 2),
             cfg.optimized_metric: float(optimized) if optimized is not None else None,
         }
         failed = False

@@ -1,98 +1,96 @@
-"""Training-step cost of the autoencoder, measured side by side in one process.
+"""The benchmark suite: tables as CSV and Markdown (and figures) under --output.
 
-    python scripts/benchmark.py [--encoder resnet18] [--depth 4] [--batch-size 128]
-                                [--image-size 32] [--steps 20] [--warmup 3]
+    python scripts/benchmark.py speed    --data-dir DIR [--steps 20 --warmup 5] [OVERRIDES ...]
+    python scripts/benchmark.py transfer --data-dir DIR --encoder-weights PT [--regimes 1000 5000]
+                                         [--epochs 15 --seeds 3] [--from] [OVERRIDES ...]
+    python scripts/benchmark.py quality  --data-dir DIR [--floats 64 256 1024] [--epochs 20]
+                                         [--config NAME=OVERRIDES ...] [--from] [OVERRIDES ...]
 
-Prints seconds per step and images per second for: the encoder frozen (phase 1) and
-unfrozen (phase 2), each in channels-last and in the default memory format, plus the
-ratios the README quotes. Random weights and random images: only speed is measured.
+OVERRIDES are Hydra overrides of scripts/train.py (for example encoder.depth=2), applied to
+every run of the part. --from summarises runs already under --output instead of training.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import json
+import shlex
+from pathlib import Path
 
-import torch
-
-from autoencoder.models.autoencoder import Autoencoder
-from autoencoder.models.encoders import Encoder
-
-
-def seconds_per_step(
-    name: str,
-    depth: int,
-    batch_size: int,
-    image_size: int,
-    steps: int,
-    warmup: int,
-    frozen: bool,
-    channels_last: bool,
-) -> float:
-    torch.manual_seed(0)
-    model = Autoencoder(
-        Encoder(name, weights=None, depth=depth), latent_channels=64, channels_last=channels_last
-    )
-    model.encoder.set_trainable(
-        0 if frozen else depth, frozen_bn_eval=True, trainable_bn_eval=False
-    )
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = torch.rand(batch_size, 3, image_size, image_size).contiguous(
-        memory_format=memory_format
-    )
-    timings = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        loss = model.loss(model(images), images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= warmup:
-            timings.append(time.perf_counter() - start)
-    timings.sort()
-    return timings[len(timings) // 2]  # median: robust to a busy machine
+from autoencoder.benchmarks import quality, speed, transfer
+from autoencoder.benchmarks.plots import speed_bars
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
-    print(
-        f"{args.encoder} depth {args.depth}, batch {args.batch_size}, {args.image_size} px, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.steps}"
+    parser.add_argument("--output", type=Path, default=Path("outputs/benchmark"))
+    parts = parser.add_subparsers(dest="part", required=True)
+
+    speed_part = parts.add_parser("speed", help="pipeline vs bare loop, loader, step costs")
+    speed_part.add_argument("--data-dir", required=True, help="train.npz and test.npz")
+    speed_part.add_argument("--steps", type=int, default=20)
+    speed_part.add_argument("--warmup", type=int, default=5)
+    speed_part.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=(*speed.VARIANTS[2:], "bare-bf16", "bare-fp32"),
+        help="leave out a variant (repeatable), e.g. --skip bare-compile",
     )
-    results = {}
-    for channels_last in (True, False):
-        for frozen in (True, False):
-            seconds = seconds_per_step(
-                args.encoder,
-                args.depth,
-                args.batch_size,
-                args.image_size,
-                args.steps,
-                args.warmup,
-                frozen,
-                channels_last,
-            )
-            results[frozen, channels_last] = seconds
-            phase = "frozen" if frozen else "unfrozen"
-            layout = "channels_last" if channels_last else "contiguous"
-            label = f"{phase:9s} {layout:14s}"
-            print(f"{label} {seconds * 1000:8.1f} ms/step {args.batch_size / seconds:8.0f} img/s")
-    for channels_last in (True, False):
-        ratio = results[False, channels_last] / results[True, channels_last]
-        layout = "channels_last" if channels_last else "contiguous"
-        print(f"unfrozen / frozen step time ({layout}): {ratio:.2f}x")
-    for frozen in (True, False):
-        ratio = results[frozen, False] / results[frozen, True]
-        print(f"contiguous / channels_last ({'frozen' if frozen else 'unfrozen'}): {ratio:.2f}x")
+
+    transfer_part = parts.add_parser("transfer", help="scratch vs pretrained strategies")
+    transfer_part.add_argument("--data-dir")
+    transfer_part.add_argument("--encoder-weights", help="e.g. scripts/pretrain_encoder.py's")
+    transfer_part.add_argument("--regimes", type=int, nargs="+", default=[1000, 5000])
+    transfer_part.add_argument("--epochs", type=int, default=15)
+    transfer_part.add_argument("--seeds", type=int, default=3)
+    transfer_part.add_argument("--from", dest="summarise_only", action="store_true")
+
+    quality_part = parts.add_parser("quality", help="test PSNR at fixed latent sizes vs PCA")
+    quality_part.add_argument("--data-dir", required=True)
+    quality_part.add_argument("--floats", type=int, nargs="+", default=[64, 256, 1024])
+    quality_part.add_argument("--epochs", type=int, default=20)
+    quality_part.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help='a named config to compare, e.g. --config "old=encoder.depth=4" (repeatable)',
+    )
+    quality_part.add_argument("--from", dest="summarise_only", action="store_true")
+
+    for part in (speed_part, transfer_part, quality_part):
+        part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    args = parser.parse_args()
+
+    data = [f"data.path={Path(args.data_dir).resolve()}"] if args.data_dir else []
+    if args.part == "speed":
+        speed.run(
+            ["data=arrays", *data, *args.overrides],
+            args.output,
+            args.steps,
+            args.warmup,
+            tuple(args.skip),
+        )
+        speed_bars(json.loads((args.output / "speed.json").read_text()), args.output / "speed.png")
+    elif args.part == "transfer":
+        transfer.run(
+            args.regimes,
+            args.overrides,
+            str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            args.encoder_weights and str(Path(args.encoder_weights).resolve()),
+            args.epochs,
+            args.seeds,
+            args.output,
+            train=not args.summarise_only,
+        )
+    else:
+        named = dict(entry.split("=", 1) for entry in args.config) or {"default": ""}
+        configs = {
+            name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
+            for name, text in named.items()
+        }
+        quality.run(configs, args.floats, args.epochs, args.output, train=not args.summarise_only)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ METRIC_KEYS = {
     "latent_floats",
     "compression_ratio",
     "transition_epoch",
+    "transition_step",
     "best_ckpt",
+    "fit_seconds",
 }
 
 

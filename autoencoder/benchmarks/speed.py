@@ -1,0 +1,297 @@
+"""Speed: the training pipeline against a bare PyTorch loop, the data loader alone, and the
+step cost of what changes it (fine-tuning phase, memory layout, precision, compilation).
+
+Every variant trains the same model (built from the project's config with the given
+overrides) on the same data, one after another in this process: warm-up steps first, then
+the median of the timed steps. The pipeline is ``autoencoder.train.train``, Lightning and
+all, timed from one training batch to the next; the bare loop is forward, loss, backward
+and optimiser step on batches already in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, open_dict
+
+from autoencoder.benchmarks.tables import Table
+from autoencoder.config import instantiate
+from autoencoder.examples import compose_config
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.runs import build_model
+from autoencoder.train import train
+
+# The bare loop runs in the trainer config's precision (fp32, or bf16 with trainer=gpu);
+# ``bare-bf16`` or ``bare-fp32`` measures the other one.
+VARIANTS = ("pipeline", "bare", "bare-frozen", "bare-contiguous", "bare-compile")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Median seconds per step, images per second and peak memory of one variant."""
+
+    variant: str
+    seconds: float
+    images_per_second: float
+    peak_memory_mb: float | None
+
+
+class StepTimer(pl.Callback):
+    """Times the pipeline from the start of one training batch to the start of the next:
+    the whole step, data loading, logging and callbacks included. The job builds its
+    callbacks from the config, so timers register themselves in ``finished``."""
+
+    finished: list[list[float]] = []
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        StepTimer.finished.append(
+            [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        )
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """The peak memory of the block in MB: CUDA's allocator peak on a GPU; on Linux the
+    process's resident-set peak (VmHWM, reset through /proc/self/clear_refs); else None."""
+    result: dict[str, float | None] = {"mb": None}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    cpu_peak = _reset_rss_peak()
+    try:
+        yield result
+    finally:
+        if device.type == "cuda":
+            result["mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        elif cpu_peak:
+            result["mb"] = _rss_peak_mb()
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _rss_peak_mb() is not None
+
+
+def _rss_peak_mb() -> float | None:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def compose_benchmark_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    cfg = compose_config("train", *overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.encoder.weights = None  # random weights: speed does not depend on them
+    return cfg
+
+
+def in_memory_batches(cfg: DictConfig, count: int) -> list[torch.Tensor]:
+    """The first ``count`` training batches, as the pipeline's loader makes them."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    batches = []
+    for images, _ in datamodule.train_dataloader():
+        batches.append(images)
+        if len(batches) == count:
+            return batches
+    raise ValueError(f"the training split has fewer than {count} batches; lower --steps")
+
+
+def loader_throughput(cfg: DictConfig, count: int, warmup: int) -> float:
+    """Images per second of the training loader alone (its workers, transforms, collation)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    loader = iter(datamodule.train_dataloader())
+    for _ in range(warmup):
+        next(loader)
+    start, images = time.perf_counter(), 0
+    for _ in range(count):
+        images += len(next(loader)[0])
+    return images / (time.perf_counter() - start)
+
+
+def bare_loop(
+    cfg: DictConfig,
+    batches: list[torch.Tensor],
+    warmup: int,
+    device: torch.device,
+    frozen: bool = False,
+    channels_last: bool = True,
+    bf16: bool = False,
+    compiled: bool = False,
+) -> list[float]:
+    """Seconds per step of forward, loss, backward and AdamW step, on ``batches``."""
+    torch.manual_seed(0)
+    with open_dict(cfg):
+        cfg.model.channels_last = channels_last
+    model: Autoencoder = build_model(cfg).to(device)
+    stages = len(model.encoder.stage_names)
+    model.encoder.set_trainable(
+        0 if frozen else stages, frozen_bn_eval=True, trainable_bn_eval=False
+    )
+    model.train()
+    groups = model.parameter_groups()
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p.requires_grad]
+    optimizer = instantiate(cfg.optimizer)([g for g in groups if g["params"]], lr=model.lr)
+    forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compiled else model
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    timings = []
+    for step, images in enumerate(batches):
+        start = time.perf_counter()
+        images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(forward(images).float(), images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            timings.append(time.perf_counter() - start)
+    return timings
+
+
+def pipeline(cfg: DictConfig, steps: int, warmup: int) -> list[float]:
+    """Seconds per step of the training job itself (validation and testing off)."""
+    with open_dict(cfg):
+        cfg.trainer.max_steps = warmup + steps + 1
+        cfg.trainer.max_epochs = None
+        cfg.trainer.limit_val_batches = 0
+        cfg.trainer.num_sanity_val_steps = 0
+        cfg.test = False
+        cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer"}
+    train(cfg)
+    return StepTimer.finished[-1][warmup:]
+
+
+def measure(
+    variant: str,
+    cfg: DictConfig,
+    batches: list[torch.Tensor],
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> Measurement:
+    bf16 = cfg.trainer.precision.startswith("bf16")
+    options = {
+        "bare": {"bf16": bf16},
+        "bare-frozen": {"frozen": True, "bf16": bf16},
+        "bare-contiguous": {"channels_last": False, "bf16": bf16},
+        "bare-bf16": {"bf16": True},
+        "bare-fp32": {"bf16": False},
+        "bare-compile": {"compiled": True, "bf16": bf16},
+    }
+    with peak_memory(device) as memory:
+        if variant == "pipeline":
+            timings = pipeline(copy.deepcopy(cfg), steps, warmup)
+        else:
+            timings = bare_loop(copy.deepcopy(cfg), batches, warmup, device, **options[variant])
+    seconds = statistics.median(timings)
+    batch_size = len(batches[0])
+    return Measurement(variant, seconds, batch_size / seconds, memory["mb"])
+
+
+def run(
+    overrides: list[str],
+    output: Path,
+    steps: int = 20,
+    warmup: int = 5,
+    skip: tuple[str, ...] = (),
+) -> Table:
+    """Measure every variant but those in ``skip``, then write ``speed.csv``, ``speed.md``
+    and ``speed.json``."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = compose_benchmark_config(overrides, Path(scratch) / "run")
+        bf16 = cfg.trainer.precision.startswith("bf16")
+        variants = [v for v in (*VARIANTS, "bare-fp32" if bf16 else "bare-bf16") if v not in skip]
+        batches = in_memory_batches(cfg, warmup + steps)
+        loader = loader_throughput(cfg, steps, warmup)
+        results = {v: measure(v, cfg, batches, steps, warmup, device) for v in variants}
+    reference = results["bare"]
+    table = Table(
+        title=f"speed: median of {steps} steps after {warmup} warm-up steps, "
+        f"batch {len(batches[0])}, {machine(device)}",
+        columns=("variant", "ms/step", "images/s", "vs bare loop", "peak memory (MB)"),
+        formats={"ms/step": 1, "images/s": 0, "vs bare loop": 2, "peak memory (MB)": 0},
+    )
+    for result in results.values():
+        table.add(
+            **{
+                "variant": result.variant,
+                "ms/step": 1000 * result.seconds,
+                "images/s": result.images_per_second,
+                "vs bare loop": reference.seconds / result.seconds,
+                "peak memory (MB)": result.peak_memory_mb,
+            }
+        )
+
+    def per(numerator: str, denominator: str) -> float | None:
+        """Seconds per step of ``numerator`` over those of ``denominator``."""
+        if numerator not in results or denominator not in results:
+            return None
+        return results[numerator].seconds / results[denominator].seconds
+
+    fp32, bf16_variant = ("bare-fp32", "bare") if bf16 else ("bare", "bare-bf16")
+    ratios = {
+        "pipeline / bare loop throughput": per("bare", "pipeline"),
+        "data loader / training throughput": loader / results["pipeline"].images_per_second,
+        "phase 1 / phase 2 step time": per("bare-frozen", "bare"),
+        "channels_last speed-up over contiguous": per("bare-contiguous", "bare"),
+        "bf16 autocast speed-up over fp32": per(fp32, bf16_variant),
+        "torch.compile speed-up over eager": per("bare", "bare-compile"),
+    }
+    table.notes = [f"data loader alone: {loader:.0f} images/s"] + [
+        f"{name}: {value:.2f}" for name, value in ratios.items() if value is not None
+    ]
+    table.write(output, "speed")
+    (output / "speed.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(device),
+                "loader_images_per_second": loader,
+                "variants": {k: vars(v) for k, v in results.items()},
+                "ratios": ratios,
+                "overrides": overrides,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return table
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads), torch {torch.__version__}"
+    )

@@ -1,0 +1,241 @@
+"""The benchmark suite: each part on generated data, and the arithmetic of its tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from autoencoder.benchmarks import quality, transfer
+from autoencoder.benchmarks.tables import Table
+from tests.conftest import make_images, run_script
+
+SMALL_MODEL = (
+    "encoder.weights=null",
+    "encoder.depth=2",
+    "model.latent_channels=4",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+)
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("arrays")
+    for split, count, seed in (("train", 96, 0), ("test", 32, 1)):
+        np.savez(folder / f"{split}.npz", images=make_images(count, seed=seed))
+    return folder
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def test_a_table_prints_and_writes_the_same_rows(tmp_path: Path) -> None:
+    table = Table("t", ("name", "psnr"), formats={"psnr": 2})
+    table.add(name="pca", psnr=26.4512)
+    table.add(name="ours", psnr=None)
+    with pytest.raises(ValueError, match="unknown columns"):
+        table.add(name="x", ssim=1.0)
+    csv_path, md_path = table.write(tmp_path, "t")
+    assert list(csv.DictReader(csv_path.open())) == [
+        {"name": "pca", "psnr": "26.4512"},
+        {"name": "ours", "psnr": ""},
+    ]
+    assert md_path.read_text().splitlines()[2:] == ["| pca | 26.45 |", "| ours | - |"]
+
+
+# ------------------------------------------------------------------------------- speed
+
+
+def test_the_speed_part_measures_every_variant_and_writes_its_figures(
+    arrays: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    result = run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "speed",
+        "--data-dir",
+        str(arrays),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--skip",
+        "bare-compile",
+        *SMALL_MODEL,
+        "finetune=full",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((out / "speed.json").read_text())
+    assert set(figures["variants"]) == {
+        "pipeline",
+        "bare",
+        "bare-frozen",
+        "bare-contiguous",
+        "bare-bf16",
+    }
+    for variant in figures["variants"].values():
+        assert variant["seconds"] > 0
+        assert variant["images_per_second"] == pytest.approx(16 / variant["seconds"])
+    bare, pipeline = figures["variants"]["bare"], figures["variants"]["pipeline"]
+    ratio = figures["ratios"]["pipeline / bare loop throughput"]
+    assert ratio == pytest.approx(bare["seconds"] / pipeline["seconds"])
+    rows = list(csv.DictReader((out / "speed.csv").open()))
+    assert [row["variant"] for row in rows] == list(figures["variants"])
+    assert (out / "speed.png").stat().st_size > 0 and (out / "speed.md").is_file()
+
+
+# ---------------------------------------------------------------------------- transfer
+
+
+def fake_job(folder: Path, overrides: list[str], curve: list[float], **metrics) -> None:
+    """A finished job folder as scripts/train.py leaves it (what the study reads)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (folder / "csv").mkdir()
+    with (folder / "csv" / "metrics.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["epoch", "step", "val/psnr", "train/loss"])
+        writer.writeheader()
+        for epoch, value in enumerate(curve):
+            writer.writerow({"epoch": epoch, "step": 10 * epoch, "train/loss": 0.1})
+            writer.writerow({"epoch": epoch, "step": 10 * epoch + 9, "val/psnr": value})
+    (folder / "metrics.json").write_text(json.dumps({"fit_seconds": 12.0, **metrics}))
+
+
+def test_the_transfer_table_gives_start_slope_asymptote_and_dip(tmp_path: Path) -> None:
+    regime = tmp_path / "transfer" / "1000"
+    weights = "encoder.weights=/w.pt"
+    for seed, shift in ((1, 0.0), (2, 0.2)):
+        fake_job(
+            regime / "scratch" / str(seed - 1),
+            ["finetune=full", "encoder.weights=null", f"seed={seed}"],
+            [10 + shift, 12 + shift, 14 + shift],
+            **{"test/psnr": 14.0 + shift, "transition_epoch": 0, "transition_step": 0},
+        )
+        fake_job(
+            regime / "pretrained" / str(seed - 1),
+            [weights, "finetune=two_phase", f"seed={seed}"],
+            [12 + shift, 11.5 + shift, 14.5 + shift],
+            **{"test/psnr": 14.5 + shift, "transition_epoch": 0, "transition_step": 8},
+        )
+    jobs = transfer.read_regime(regime)
+    assert {k: len(v) for k, v in jobs.items()} == {"scratch": 2, "two_phase": 2}
+    table = transfer.regime_table(1000, jobs)
+    threshold_column = table.columns[3]
+    assert threshold_column == "epochs to 13.10 dB"  # mean final of scratch 14.1, minus 1
+    rows = {row["strategy"]: row for row in table.rows}
+    assert rows["scratch"][table.columns[2]] == "10.10 ± 0.14"
+    assert rows["scratch"][threshold_column] == "3, 3"
+    assert rows["two_phase"][threshold_column] == "3, 3"
+    assert rows["two_phase"]["test PSNR"] == "14.60 ± 0.14"
+    assert rows["two_phase"]["transition dip (dB)"] == "-0.50 ± 0.00"  # 11.5 after, 12 before
+    assert rows["scratch"]["transition dip (dB)"] == "-"  # phase 2 from step 0: no transition
+
+
+def test_the_transfer_sweeps_are_the_users_multiruns(tmp_path: Path) -> None:
+    commands = transfer.sweep_commands(1000, ["encoder.depth=2"], "/d", "/w.pt", 15, 3, tmp_path)
+    assert [command[2] for command in commands] == ["-m"] * 3
+    tails = [command[3:] for command in commands]
+    assert all("data.train_subset=1000" in t and "trainer.max_epochs=15" in t for t in tails)
+    assert "finetune=two_phase,full" in tails[0] and "seed=1,2,3" in tails[0]
+    assert "finetune=epoch,frozen" in tails[1] and "seed=1" in tails[1]
+    assert tails[2][-4:-1] == ["finetune=full", "encoder.weights=null", "seed=1,2,3"]
+
+
+@pytest.mark.slow  # three multiruns, a fresh interpreter each
+def test_the_transfer_part_runs_every_strategy(arrays: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "resnet18.pt"
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    out = tmp_path / "bench"
+    result = run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "transfer",
+        "--data-dir",
+        str(arrays),
+        "--encoder-weights",
+        str(weights),
+        "--regimes",
+        "48",
+        "--epochs",
+        "2",
+        "--seeds",
+        "1",
+        *SMALL_MODEL[1:],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((out / "transfer_48.csv").open()))
+    assert [row["strategy"] for row in rows] == ["scratch", "full", "two_phase", "epoch", "frozen"]
+    assert (out / "transfer_curves.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def test_pca_with_every_component_reconstructs_exactly_and_fewer_lose() -> None:
+    torch.manual_seed(0)
+    train = torch.rand(256, 3, 8, 8)
+    test = torch.rand(8, 3, 8, 8)
+    results = quality.pca_baseline(train, test, [4, 192])
+    assert results[192]["mse"] == pytest.approx(0.0, abs=1e-10)
+    assert results[192]["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert results[4]["mse"] > 0.01
+    assert results[4]["psnr"] == pytest.approx(10 * math.log10(1 / results[4]["mse"]))
+
+
+def test_reaching_a_target_is_read_or_extrapolated_on_log_epochs() -> None:
+    assert quality.epochs_to_reach([20, 21, 22.5, 23], 22) == 3
+    # 20 + 2 ln(epoch): reaches 26 dB at e^3 epochs
+    curve = [20 + 2 * math.log(e) for e in range(1, 11)]
+    assert quality.epochs_to_reach(curve, 26) == pytest.approx(math.e**3)
+    assert quality.epochs_to_reach([20, 19, 18, 17], 26) is None
+    assert quality.Layout(8, 8).channels(256) == 4 and quality.Layout(8, 8).channels(1000) is None
+
+
+def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
+    arrays: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    result = run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "quality",
+        "--data-dir",
+        str(arrays),
+        "--floats",
+        "64",
+        "256",
+        "1000",
+        "--epochs",
+        "1",
+        "--config",
+        "small=" + " ".join(SMALL_MODEL),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((out / "quality.csv").open()))
+    assert [(row["config"], row["floats"]) for row in rows] == [
+        ("small", "64"),
+        ("small", "256"),
+        ("public report (ResNet-34)", "1000"),  # 1000 is not a whole 8 x 8 layout
+    ]
+    for row in rows[:2]:
+        metrics = json.loads(next((out / "quality" / "small").glob("*/metrics.json")).read_text())
+        assert float(row["PSNR (dB)"]) == pytest.approx(-10 * math.log10(float(row["test MSE"])))
+        assert float(row["PSNR - PCA (dB)"]) == pytest.approx(
+            float(row["PSNR (dB)"]) - float(row["PCA PSNR (dB)"])
+        )
+        assert metrics["latent_floats"] in (64, 256)
+    assert float(rows[2]["PSNR (dB)"]) == pytest.approx(23.62, abs=0.01)
