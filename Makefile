@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-dev train evaluate test test-fast lint clean
+.PHONY: venv venv-dev train evaluate test test-slow test-all lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -30,11 +30,16 @@ train: venv
 evaluate: venv
 	$(PYTHON) scripts/evaluate.py $(ARGS)
 
+# the default test run (minutes); the slow tests (multi-process DDP, kill and resume,
+# multiruns, notebooks) run with test-slow; CI runs both
 test: venv-dev
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
-
-test-fast: venv-dev
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv-dev
+	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: venv-dev
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: venv-dev
 	$(VENV)/bin/ruff check .
