@@ -70,7 +70,7 @@ def perceptual_network(config: Mapping[str, Any]) -> Encoder:
 
 
 class Autoencoder(pl.LightningModule):
-    """A pretrained encoder, a 1x1-conv bottleneck and a learned decoder.
+    """A pretrained encoder, a conv bottleneck (1x1 or 3x3) and a learned decoder.
 
     Images go in and come out as [0, 1] pixels; ImageNet normalisation happens inside the
     encoder, so losses and metrics are comparable across encoders.
