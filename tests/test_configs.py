@@ -37,6 +37,7 @@ from autoencoder.data import (
 )
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.decoders import ResidualBlock
 from autoencoder.models.encoders import ENCODERS
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
@@ -136,13 +137,19 @@ def optimizer_is(kind: type, **settings: Any) -> Callable[[dict[str, Any]], None
     return check
 
 
-def experiment_is(data: type, latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
-    """An experiment's data and latent layout (channels x height x width per image)."""
+def experiment_is(
+    data: type, latent: tuple[int, int, int], residual: bool = True
+) -> Callable[[dict[str, Any]], None]:
+    """An experiment's data, latent layout (channels x height x width per image) and decoder
+    (the quality sweep's winner: residual blocks, 2x upsampling steps)."""
 
     def check(built: dict[str, Any]) -> None:
         assert type(built["datamodule"]) is data
         _, height, width = built["datamodule_shape"]
         assert built["model"].latent_shape(height, width) == latent
+        has_residual = any(isinstance(m, ResidualBlock) for m in built["model"].modules())
+        assert has_residual is residual
+        assert built["model"].decoder.progressive is residual
 
     return check
 
@@ -231,14 +238,14 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("logger", "none"): logs_with(None),
     ("debug", "fast"): runs_one_batch,
     ("paths", "default"): downloads_into_data,
-    ("experiment", "cifar10_resnet18"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
-    ("experiment", "cifar10_resnet50"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
-    ("experiment", "cifar10_vgg16_bn"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
-    ("experiment", "compare_finetuning"): experiment_is(CIFAR10DataModule, (64, 2, 2)),
-    ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (64, 6, 6)),
-    ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (64, 2, 2)),
-    ("experiment", "folder"): experiment_is(FolderDataModule, (64, 8, 8)),
-    ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4)),
+    ("experiment", "cifar10_resnet18"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "cifar10_resnet50"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "cifar10_vgg16_bn"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "compare_finetuning"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (4, 24, 24)),
+    ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
+    ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
+    ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), residual=False),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
 
