@@ -28,6 +28,7 @@ from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import LATENT_ACTIVATIONS, Autoencoder, LatentActivation
 from autoencoder.models.encoders import Encoder
+from autoencoder.param_groups import ENCODER_PREFIX
 from autoencoder.runs import (
     checkpoint_file,
     data_config,
@@ -42,7 +43,7 @@ from autoencoder.runs import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_EXPORTED = ("encoder.", "bottleneck.")
+_EXPORTED = (ENCODER_PREFIX, "bottleneck.")
 
 
 class LatentEncoder(nn.Module):
