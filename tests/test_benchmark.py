@@ -202,6 +202,9 @@ def test_reaching_a_target_is_read_or_extrapolated_on_log_epochs() -> None:
     assert quality.epochs_to_reach(curve, 26) == pytest.approx(math.e**3)
     assert quality.epochs_to_reach([20, 19, 18, 17], 26) is None
     assert quality.Layout(8, 8).channels(256) == 4 and quality.Layout(8, 8).channels(1000) is None
+    assert quality.extrapolation_cell(315.2, 10) == 315.2
+    assert quality.extrapolation_cell(2.5e8, 10) == "> 1000"
+    assert quality.extrapolation_cell(None, 10) is None
 
 
 def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
