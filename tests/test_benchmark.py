@@ -34,6 +34,11 @@ def arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def benchmark(out: Path, part: str, arrays: Path, *args: str):
+    """``scripts/benchmark.py --output OUT PART --data-dir ARRAYS ARGS...``"""
+    return run_script("benchmark.py", "--output", str(out), part, "--data-dir", str(arrays), *args)
+
+
 # ------------------------------------------------------------------------------ tables
 
 
@@ -58,13 +63,10 @@ def test_the_speed_part_measures_every_variant_and_writes_its_figures(
     arrays: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    result = run_script(
-        "benchmark.py",
-        "--output",
-        str(out),
+    result = benchmark(
+        out,
         "speed",
-        "--data-dir",
-        str(arrays),
+        arrays,
         "--steps",
         "2",
         "--warmup",
@@ -158,13 +160,10 @@ def test_the_transfer_part_runs_every_strategy(arrays: Path, tmp_path: Path) -> 
 
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
     out = tmp_path / "bench"
-    result = run_script(
-        "benchmark.py",
-        "--output",
-        str(out),
+    result = benchmark(
+        out,
         "transfer",
-        "--data-dir",
-        str(arrays),
+        arrays,
         "--encoder-weights",
         str(weights),
         "--regimes",
@@ -211,13 +210,10 @@ def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
     arrays: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    result = run_script(
-        "benchmark.py",
-        "--output",
-        str(out),
+    result = benchmark(
+        out,
         "quality",
-        "--data-dir",
-        str(arrays),
+        arrays,
         "--floats",
         "64",
         "256",

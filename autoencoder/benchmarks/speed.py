@@ -111,12 +111,17 @@ def compose_benchmark_config(overrides: list[str], output_dir: Path) -> DictConf
     return cfg
 
 
-def in_memory_batches(cfg: DictConfig, count: int) -> list[torch.Tensor]:
-    """The first ``count`` training batches, as the pipeline's loader makes them."""
+def training_loader(cfg: DictConfig) -> torch.utils.data.DataLoader:
+    """The training loader of the config's datamodule."""
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    return datamodule.train_dataloader()
+
+
+def in_memory_batches(cfg: DictConfig, count: int) -> list[torch.Tensor]:
+    """The first ``count`` training batches, as the pipeline's loader makes them."""
     batches = []
-    for images, _ in datamodule.train_dataloader():
+    for images, _ in training_loader(cfg):
         batches.append(images)
         if len(batches) == count:
             return batches
@@ -125,9 +130,7 @@ def in_memory_batches(cfg: DictConfig, count: int) -> list[torch.Tensor]:
 
 def loader_throughput(cfg: DictConfig, count: int, warmup: int) -> float:
     """Images per second of the training loader alone (its workers, transforms, collation)."""
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    loader = iter(datamodule.train_dataloader())
+    loader = iter(training_loader(cfg))
     for _ in range(warmup):
         next(loader)
     start, images = time.perf_counter(), 0
