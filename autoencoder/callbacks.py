@@ -1,4 +1,5 @@
-"""Training callbacks: reconstructions of a fixed set of images, logged as grids."""
+"""Training callbacks: reconstructions of a fixed set of images, logged as grids; an
+exponential moving average of the weights."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, EMAWeightAveraging
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
@@ -16,6 +18,40 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 
 LAYOUT = "each row of images above its reconstructions"
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging`: validation,
+    checkpoints (their ``state_dict``), testing and everything that loads a checkpoint use
+    the averaged weights; ``last.ckpt`` also keeps the current ones, so a resumed run
+    continues both.
+
+    One change: Lightning's callback also swaps the *current* weights back in when
+    ``trainer.test(ckpt_path=...)`` or ``trainer.validate(ckpt_path=...)`` loads a checkpoint
+    after a fit, so the test of the best checkpoint would measure the weights that were not
+    averaged. Outside fitting, this callback leaves the averaged weights that the checkpoint's
+    ``state_dict`` holds.
+
+    Frozen encoder stages are averaged like the rest: an average of a constant is that
+    constant, so they stay the pretrained weights until phase 2 moves them.
+
+    Args:
+        decay: the average's weight on its previous value per step; its horizon is about
+            ``1 / (1 - decay)`` steps (0.999: 1,000 steps, 1.4 epochs of CIFAR-10 at batch
+            64). Keep the horizon well under the run's length.
+        update_starting_at_step: the first optimiser step that enters the average.
+    """
+
+    def __init__(self, decay: float = 0.999, update_starting_at_step: int | None = None) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay must be in (0, 1), got {decay}.")
+        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class ReconstructionImages(Callback):

@@ -348,6 +348,8 @@ class Autoencoder(pl.LightningModule):
         return {
             "encoder.name": self.encoder.name,
             "encoder.depth": self.encoder.depth,
+            "encoder.stem_pool": self.encoder.stem_pool,
+            "encoder.input_scale": self.encoder.input_scale,
             "model.latent_channels": self.latent_channels,
             "model.bottleneck_kernel_size": self.bottleneck.kernel_size[0],
             "model.bottleneck_activation": self.bottleneck_activation,

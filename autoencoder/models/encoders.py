@@ -16,6 +16,7 @@ a family; the decoder, the parameter groups and fine-tuning need nothing else.
 
 from __future__ import annotations
 
+import math
 import urllib.error
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from functools import partial
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.errors import ConfigError, ResourceUnavailableError
@@ -147,6 +149,19 @@ def _main_path(stage: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _remove_first_max_pool(name: str, stage: nn.Module) -> None:
+    """Replace the first max-pool of ``stage`` by the identity (``encoder.stem_pool=false``)."""
+    for parent in stage.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, nn.Identity())
+                return
+    raise ConfigError(
+        f"encoder.stem_pool=false: {name}'s first stage has no max-pool to remove. "
+        "Use encoder.stem_pool=true."
+    )
+
+
 def _stride(module: nn.Conv2d | nn.MaxPool2d) -> int:
     return module.stride if isinstance(module.stride, int) else module.stride[0]
 
@@ -162,6 +177,15 @@ class Encoder(nn.Module):
             local state dict (a torchvision checkpoint, or one this project saved).
         depth: how many stages to keep, 1 .. 5 (``None`` keeps all five).
         normalize: normalise [0, 1] inputs with the ImageNet mean and std.
+        stem_pool: keep the first stage's max-pool (ResNet: the stem's; VGG: ``block1``'s).
+            ``False`` halves the downsampling of every stage, so a deep cut keeps twice the
+            resolution on small images, at about 4x the cost of the stages after it; the
+            weights are unchanged (a max-pool has none).
+        input_scale: resize the normalised images up by this factor (bilinear) before the
+            first stage, so pretrained stages see objects nearer the scale they were trained
+            at and a deep cut keeps resolution; costs about ``input_scale**2`` in the
+            encoder. :attr:`reductions` count from the original image, and the decoder ends
+            at the original size.
     """
 
     def __init__(
@@ -170,6 +194,8 @@ class Encoder(nn.Module):
         weights: str | None = "imagenet",
         depth: int | None = None,
         normalize: bool = True,
+        stem_pool: bool = True,
+        input_scale: int = 1,
     ) -> None:
         super().__init__()
         spec = check_encoder_name(name)
@@ -178,6 +204,8 @@ class Encoder(nn.Module):
         if weights is not None:
             _load_weights(net, name, weights, spec.torchvision_name)
         stages = spec.stages(net)
+        if not stem_pool:
+            _remove_first_max_pool(name, next(iter(stages.values())))
         if depth is None:
             depth = len(stages)
         if not 1 <= depth <= len(stages):
@@ -187,15 +215,27 @@ class Encoder(nn.Module):
             )
         self.depth = depth
         self.stages = nn.ModuleDict(list(stages.items())[:depth])
+        if input_scale not in (1, 2, 4, 8):
+            raise ConfigError(f"encoder.input_scale must be 1, 2, 4 or 8, got {input_scale}.")
+        self.stem_pool = stem_pool
+        self.input_scale = input_scale
         self.out_channels: list[int] = []
         self.reductions: list[int] = []
         reduction = 1
-        for stage in self.stages.values():
+        for stage_name, stage in self.stages.items():
             path = _main_path(stage)
             self.out_channels.append([m for m in path if isinstance(m, nn.Conv2d)][-1].out_channels)
             for module in path:
                 reduction *= _stride(module)
-            self.reductions.append(reduction)
+            if reduction % input_scale:
+                raise ConfigError(
+                    f"encoder.input_scale={input_scale} is larger than the downsampling of "
+                    f"{name}'s first stages ({reduction}x up to {stage_name}): the decoder "
+                    "could not end at the input's size. Use "
+                    f"encoder.input_scale={math.gcd(reduction, input_scale)} or keep the stem's "
+                    "max-pool (encoder.stem_pool=true)."
+                )
+            self.reductions.append(reduction // input_scale)
         self.normalize = normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
@@ -247,8 +287,15 @@ class Encoder(nn.Module):
                     module.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise, then resize up by ``input_scale``."""
         x = (images - self.mean) / self.std if self.normalize else images
+        if self.input_scale == 1:
+            return x
+        return F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self._prepare(images)
         for name, stage in self.stages.items():
             if name in self._frozen:
                 with torch.no_grad():
@@ -260,7 +307,7 @@ class Encoder(nn.Module):
     def stage_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The output of every stage, lowest first, as a feature extractor (for a feature
         loss): no freezing logic, gradients flow back to ``images``."""
-        x = (images - self.mean) / self.std if self.normalize else images
+        x = self._prepare(images)
         outputs = []
         for stage in self.stages.values():
             x = stage(x)
