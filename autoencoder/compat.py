@@ -7,13 +7,15 @@ Lightning, Hydra or OmegaConf that changes one fails there, by name.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from typing import Any
 
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import Node
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.strategies import DDPStrategy
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -51,3 +53,21 @@ def wandb_run_started(logger: WandbLogger) -> bool:
     """Whether the logger has started its W&B run (its ``experiment`` property would start
     one)."""
     return logger._experiment is not None
+
+
+class AppendingCSVWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, except that an existing ``metrics.csv`` is kept and
+    appended to: Lightning deletes it when the folder is reused, so a run resumed with
+    ``ckpt_path`` would lose the log of every epoch before the resume."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+
+
+def use_appending_csv_writer(logger: CSVLogger) -> None:
+    """Make ``logger`` write through :class:`AppendingCSVWriter` (before its first use)."""
+    if logger._experiment is None:
+        logger._fs.makedirs(logger.root_dir, exist_ok=True)
+        logger._experiment = AppendingCSVWriter(log_dir=logger.log_dir)

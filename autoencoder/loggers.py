@@ -1,4 +1,5 @@
-"""Experiment loggers: W&B that works without an account, and run bookkeeping."""
+"""Experiment loggers: W&B that works without an account, CSV logs that survive a resume,
+and run bookkeeping."""
 
 from __future__ import annotations
 
@@ -14,15 +15,27 @@ from urllib.parse import urlparse
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from autoencoder.compat import wandb_run_started
+from autoencoder.compat import use_appending_csv_writer, wandb_run_started
 from autoencoder.errors import check_choice
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 # In a run folder: the id of its W&B run, which a resumed job continues.
 RUN_ID_FILE = "wandb_run_id.txt"
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``, except that a run resumed into the same folder appends to
+    its ``metrics.csv``: Lightning's deletes the file, and with it the log of every epoch
+    before the resume."""
+
+    @property
+    def experiment(self) -> Any:
+        if rank_zero_only.rank == 0:
+            use_appending_csv_writer(self)
+        return super().experiment
 
 
 def wandb_credentials_available() -> bool:

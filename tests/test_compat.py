@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.strategies import DDPStrategy
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -46,3 +46,16 @@ def test_wandb_run_started_is_false_until_the_experiment_is_used(tmp_path) -> No
     run = logger.experiment
     assert compat.wandb_run_started(logger)
     run.finish()
+
+
+def test_the_appending_csv_writer_keeps_an_existing_log(tmp_path) -> None:
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,val/psnr\n0,3,20.0\n")
+    logger = CSVLogger(str(tmp_path), name="csv", version="")
+    compat.use_appending_csv_writer(logger)
+    assert isinstance(logger.experiment, compat.AppendingCSVWriter)
+    logger.log_metrics({"val/psnr": 21.0, "val/ssim": 0.5}, step=6)
+    logger.save()
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["epoch", "step", "val/psnr", "val/ssim"]
+    assert lines[1:] == ["0,3,20.0,", ",6,21.0,0.5"]
