@@ -29,7 +29,23 @@ RUN_ID_FILE = "wandb_run_id.txt"
 class ResumableCSVLogger(CSVLogger):
     """Lightning's ``CSVLogger``, except that a run resumed into the same folder appends to
     its ``metrics.csv``: Lightning's deletes the file, and with it the log of every epoch
-    before the resume."""
+    before the resume. Logs go to ``save_dir/name/version/metrics.csv``."""
+
+    def __init__(
+        self,
+        save_dir: str,
+        name: str = "csv",
+        version: str = "",
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(
+            save_dir,
+            name=name,
+            version=version,
+            prefix=prefix,
+            flush_logs_every_n_steps=flush_logs_every_n_steps,
+        )
 
     @property
     def experiment(self) -> Any:

@@ -82,12 +82,19 @@ class ArraysDataModule(ImageDataModule):
         height, width = self._load()["train"][0].shape[1:3]
         return (height, width)
 
-    @property
-    def num_classes(self) -> int | None:
-        """``max(label) + 1`` over both files, or ``None`` when neither has labels."""
+    def _label_count(self) -> int | None:
+        """``max(label) + 1`` over both files (or the number of class names ``train.npz``
+        gives), ``None`` when neither file has labels."""
         labels = [lab for _, lab in self._load().values() if lab is not None]
         top = max((int(lab.max()) for lab in labels), default=-1)
-        return top + 1 if top >= 0 else None
+        if top < 0:
+            return None
+        return max(top + 1, len(self._label_names() or ()))
+
+    def _label_names(self) -> list[str] | None:
+        """The optional ``classes`` array of ``train.npz`` (one name per label)."""
+        with np.load(self.path / "train.npz", allow_pickle=False) as npz:
+            return [str(name) for name in npz["classes"]] if "classes" in npz.files else None
 
 
 def _load_npz(file: Path) -> tuple[np.ndarray, np.ndarray | None]:

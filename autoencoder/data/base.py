@@ -44,6 +44,35 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+class _Relabelled(Dataset):
+    """The items of ``base`` at ``indices``, each label mapped through ``mapping``."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], mapping: dict[int, int]) -> None:
+        self.base = Subset(base, list(indices))
+        self.mapping = mapping
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.base[index]
+        return image, self.mapping[int(label)]
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Every label of ``dataset`` (``-1`` where unlabelled), read without decoding images where
+    the dataset keeps them in an attribute (arrays, torchvision sets), else item by item."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    for attribute in ("labels", "targets"):
+        if hasattr(dataset, attribute):
+            values = getattr(dataset, attribute)
+            if values is None:  # an arrays file without labels
+                return np.full(len(dataset), -1, dtype=np.int64)  # type: ignore[arg-type]
+            return np.asarray(values, dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]
+
+
 class _TransformedDataset(Dataset):
     """Applies a transform to the image of each ``(image, label)`` pair of another dataset."""
 
@@ -129,6 +158,9 @@ class ImageDataModule(pl.LightningDataModule):
         train_subset: Keep only this many training images (a fixed random subset drawn with
             ``split_seed``, after the validation split is carved) for low-data experiments;
             ``None`` keeps them all. Validation and test sets are unchanged.
+        classes: Keep only the images of these labels, in every split, relabelled ``0 ..
+            k-1`` in the order given (e.g. ``[5, 6, 7, 8, 9]``: the second half of CIFAR-10's
+            classes); ``None`` keeps every image. Applied before ``train_subset``.
     """
 
     # How to give this kind of data labels, for jobs that need them (pretraining).
@@ -146,8 +178,19 @@ class ImageDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         pin_memory: bool = False,
         train_subset: int | None = None,
+        classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if classes is not None and (
+            not classes
+            or len(set(classes)) != len(classes)
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes)
+        ):
+            raise ConfigError(
+                f"data.classes must be a list of distinct labels >= 0, got {list(classes)}. "
+                "Use e.g. data.classes=[5,6,7,8,9], or data.classes=null for every class."
+            )
+        self.classes = None if classes is None else [int(c) for c in classes]
         self.train_subset = (
             None if train_subset is None else check_positive_int("train_subset", train_subset, 5000)
         )
@@ -195,16 +238,36 @@ class ImageDataModule(pl.LightningDataModule):
         assert native is not None, "images of different sizes are rejected without image_size"
         return (3, *native)
 
+    def _label_count(self) -> int | None:
+        """Number of label classes of the whole dataset, ``None`` when it has no labels."""
+        return None
+
+    def _label_names(self) -> Sequence[str] | None:
+        """The name of every label of the whole dataset (index = label), if known."""
+        return None
+
     @property
     def num_classes(self) -> int | None:
-        """Number of label classes, or ``None`` when the data has no labels (labels are -1)."""
-        return None
+        """Number of label classes (of ``classes`` when set), or ``None`` when the data has
+        no labels (labels are -1)."""
+        return len(self.classes) if self.classes is not None else self._label_count()
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The name of each label this datamodule yields (index = label), if the data names
+        its classes."""
+        names = self._label_names()
+        if names is None:
+            return None
+        return [names[c] for c in self.classes] if self.classes is not None else list(names)
 
     def setup(self, stage: str | None = None) -> None:
         """Build all three splits once; later calls (any stage) are no-ops."""
         if self.train_set is not None:
             return
         train, val, test = self._build_splits()
+        if self.classes is not None:
+            train, val, test = (self._keep_classes(split) for split in (train, val, test))
         if self.train_subset is not None and self.train_subset < len(train):  # type: ignore[arg-type]
             generator = torch.Generator().manual_seed(self.split_seed)
             keep = torch.randperm(len(train), generator=generator)[: self.train_subset]  # type: ignore[arg-type]
@@ -254,6 +317,24 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _keep_classes(self, dataset: Dataset) -> Dataset:
+        assert self.classes is not None
+        labels = dataset_labels(dataset)
+        if (labels < 0).all():
+            raise ConfigError(
+                f"data.classes={self.classes} needs labelled images, but this data has none. "
+                "Use data.classes=null."
+            )
+        count = self._label_count()
+        unknown = [c for c in self.classes if count is not None and c >= count]
+        if unknown:
+            raise ConfigError(
+                f"data.classes={self.classes} names labels {unknown} that this data does not "
+                f"have (its labels are 0 .. {count - 1})."
+            )
+        mapping = {label: index for index, label in enumerate(self.classes)}
+        return _Relabelled(dataset, np.flatnonzero(np.isin(labels, self.classes)), mapping)
+
     def _carve_val(self, train: Dataset) -> tuple[Dataset, Dataset]:
         """Hold out ``val_fraction`` of ``train`` (at least one item each) for validation."""
         total = len(train)  # type: ignore[arg-type]
@@ -276,7 +357,7 @@ def source_of(dataset: Dataset, index: int) -> int | str:
     train-subset ``Subset`` wrappers.
     """
     while True:
-        if isinstance(dataset, _TransformedDataset):
+        if isinstance(dataset, (_TransformedDataset, _Relabelled)):
             dataset = dataset.base
         elif isinstance(dataset, Subset):
             index, dataset = int(dataset.indices[index]), dataset.dataset

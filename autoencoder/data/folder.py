@@ -240,7 +240,10 @@ class FolderDataModule(ImageDataModule):
     def _native_hw(self) -> tuple[int, int] | None:
         return self._scan().hw
 
-    @property
-    def num_classes(self) -> int | None:
+    def _label_count(self) -> int | None:
         """Number of top-level subfolders with ``labels_from_subfolders``, else ``None``."""
         return len(self._scan().classes) if self.labels_from_subfolders else None
+
+    def _label_names(self) -> list[str] | None:
+        """The subfolder names with ``labels_from_subfolders`` (label order), else ``None``."""
+        return list(self._scan().classes) if self.labels_from_subfolders else None

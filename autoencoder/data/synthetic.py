@@ -80,8 +80,7 @@ class SyntheticDataModule(ImageDataModule):
     def _native_hw(self) -> tuple[int, int]:
         return (self._size(), self._size())
 
-    @property
-    def num_classes(self) -> int | None:
+    def _label_count(self) -> int | None:
         return self.max_blobs
 
 

@@ -62,9 +62,11 @@ class _TorchvisionDataModule(ImageDataModule):
     def _native_hw(self) -> tuple[int, int]:
         return (self._size, self._size)
 
-    @property
-    def num_classes(self) -> int | None:
+    def _label_count(self) -> int | None:
         return self._classes
+
+    def _label_names(self) -> list[str] | None:
+        return list(getattr(self._open(train=False), "classes", None) or []) or None
 
 
 class CIFAR10DataModule(_TorchvisionDataModule):
