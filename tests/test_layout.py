@@ -19,6 +19,7 @@ FLOORS = {
     "param_groups": 0,
     "losses": 0,
     "grids": 0,
+    "probe": 0,
     "loggers": 0,
     # 1: building blocks
     "models": 1,
