@@ -29,6 +29,7 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
+from autoencoder.models.encoders import read_weights_info
 from autoencoder.runs import (
     checkpoint_file,
     data_config,
@@ -51,9 +52,11 @@ def load_classifier(path: str, name: str) -> Classifier:
     """A classifier from a ``scripts/pretrain_encoder.py`` weights file, head included.
 
     The number of classes is read from the head's weight (``fc.weight`` for ResNets, the
-    last ``classifier.*.weight`` for VGGs).
+    last ``classifier.*.weight`` for VGGs); the input geometry from the file's description
+    (:func:`~autoencoder.models.encoders.read_weights_info`), when it has one.
     """
     file = Path(path).expanduser()
+    info = read_weights_info(file)
     state = read_state_dict(
         path,
         option="classifier_weights",
@@ -72,7 +75,12 @@ def load_classifier(path: str, name: str) -> Classifier:
             f"{file} has no classifier head (fc.weight or classifier.N.weight). Pass the "
             "encoder_weights.pt of scripts/pretrain_encoder.py, which keeps the head."
         )
-    classifier = Classifier(name, num_classes=heads[-1].shape[0])
+    classifier = Classifier(
+        name,
+        num_classes=heads[-1].shape[0],
+        stem_pool=info.get("stem_pool", True),
+        input_scale=info.get("input_scale", 1),
+    )
     try:
         classifier.net.load_state_dict(state)
     except RuntimeError:
@@ -81,6 +89,22 @@ def load_classifier(path: str, name: str) -> Classifier:
             "it was trained as (the encoder=NAME of scripts/pretrain_encoder.py)."
         ) from None
     return classifier.eval()
+
+
+def check_classifier_classes(path: str, classifier: Classifier, data: ImageDataModule) -> None:
+    """Refuse a classifier of other classes than the data's, where both are known: its
+    accuracy would not mean anything (a label of the data would name another class)."""
+    theirs, ours = read_weights_info(path).get("classes"), data.class_names
+    if theirs is not None and ours is not None and list(theirs) != list(ours):
+        problem = f"was trained on classes {list(theirs)}, but the data has {list(ours)}"
+    elif data.num_classes is not None and classifier.num_classes != data.num_classes:
+        problem = f"has {classifier.num_classes} classes, but the data has {data.num_classes}"
+    else:
+        return
+    raise ConfigError(
+        f"classifier_weights={path} {problem}: pretrain one on this data's classes "
+        "(scripts/pretrain_encoder.py with the same data and data.classes)."
+    )
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
@@ -213,8 +237,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model.latent_shape(*datamodule.image_shape[-2:])  # a clear error for unfit image sizes
     classifier = None
     if cfg.get("classifier_weights"):
-        name = cfg.get("classifier_name") or run_cfg.encoder.name
+        name = (
+            cfg.get("classifier_name")
+            or read_weights_info(cfg.classifier_weights).get("name")
+            or run_cfg.encoder.name
+        )
         classifier = load_classifier(cfg.classifier_weights, name).to(device)
+        check_classifier_classes(cfg.classifier_weights, classifier, datamodule)
 
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
     output_dir = Path(cfg.paths.output_dir)

@@ -26,6 +26,7 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
 from autoencoder.loggers import finish_loggers
 from autoencoder.models.classifier import Classifier, labels_hint
+from autoencoder.models.encoders import weights_info_path
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ VAL_METRIC = "val/acc"
 
 
 def save_encoder_weights(classifier: Classifier, path: Path) -> None:
-    """Save the torchvision state dict as plain contiguous CPU tensors.
+    """Save the torchvision state dict as plain contiguous CPU tensors (the job writes what
+    they are beside them: architecture, input geometry, class names, in ``.json``).
 
     The file loads weights-only: as an encoder with
     ``encoder.weights=PATH``, or into ``torchvision.models.get_model(name,
@@ -113,6 +115,20 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         save_encoder_weights(classifier, weights_path)
+        weights_info_path(weights_path).write_text(
+            json.dumps(
+                {
+                    "name": classifier.name,
+                    "num_classes": num_classes,
+                    "classes": getattr(datamodule, "class_names", None),
+                    "stem_pool": classifier.stem_pool,
+                    "input_scale": classifier.input_scale,
+                    "test/acc": summary["test/acc"],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / "metrics.json")

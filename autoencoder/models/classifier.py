@@ -20,7 +20,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.errors import ConfigError, check_choice
-from autoencoder.models.encoders import IMAGENET_MEAN, IMAGENET_STD, check_encoder_name
+from autoencoder.models.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_encoder_name,
+    check_input_scale,
+    remove_first_max_pool,
+    scale_input,
+)
 from autoencoder.param_groups import Schedule, schedule_multiplier
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -54,6 +61,8 @@ class Classifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing, in [0, 1).
         channels_last: run convolutions in channels-last memory format (much faster on CPU
             and on tensor cores).
+        stem_pool, input_scale: the input geometry, as the encoder options of the same names:
+            pretrain with the geometry the encoder will be used with.
     """
 
     def __init__(
@@ -66,8 +75,11 @@ class Classifier(pl.LightningModule):
         scheduler: Schedule = "cosine",
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        stem_pool: bool = True,
+        input_scale: int = 1,
     ) -> None:
         super().__init__()
+        check_input_scale(input_scale)
         torchvision_name = check_encoder_name(name).torchvision_name
         if torchvision_name is None:
             raise ConfigError(
@@ -88,6 +100,10 @@ class Classifier(pl.LightningModule):
         self.name = name
         self.num_classes = num_classes
         self.net = torchvision.models.get_model(torchvision_name, num_classes=num_classes)
+        if not stem_pool:
+            remove_first_max_pool(name, self.net)
+        self.stem_pool = stem_pool
+        self.input_scale = input_scale
         self.lr = lr
         self.weight_decay = weight_decay
         self.optimizer_factory = optimizer or torch.optim.AdamW
@@ -103,7 +119,7 @@ class Classifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, num_classes)`` of [0, 1] images ``(B, 3, H, W)``."""
-        return self.net((images - self.mean) / self.std)
+        return self.net(scale_input((images - self.mean) / self.std, self.input_scale))
 
     def _step(
         self, batch: Any, batch_idx: int, accuracy: MulticlassAccuracy, stage: str

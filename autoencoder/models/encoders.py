@@ -16,12 +16,15 @@ a family; the decoder, the parameter groups and fine-tuning need nothing else.
 
 from __future__ import annotations
 
+import json
 import math
 import urllib.error
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -149,7 +152,22 @@ def _main_path(stage: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _remove_first_max_pool(name: str, stage: nn.Module) -> None:
+INPUT_SCALES = (1, 2, 4, 8)
+
+
+def check_input_scale(input_scale: int) -> None:
+    if input_scale not in INPUT_SCALES:
+        raise ConfigError(f"encoder.input_scale must be 1, 2, 4 or 8, got {input_scale}.")
+
+
+def scale_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:
+    """Resize (normalised) images up by ``input_scale``, bilinearly."""
+    if input_scale == 1:
+        return images
+    return F.interpolate(images, scale_factor=input_scale, mode="bilinear", align_corners=False)
+
+
+def remove_first_max_pool(name: str, stage: nn.Module) -> None:
     """Replace the first max-pool of ``stage`` by the identity (``encoder.stem_pool=false``)."""
     for parent in stage.modules():
         for child_name, child in parent.named_children():
@@ -203,9 +221,11 @@ class Encoder(nn.Module):
         net = spec.build()
         if weights is not None:
             _load_weights(net, name, weights, spec.torchvision_name)
+        if weights not in (None, "imagenet"):
+            _check_pretrained_geometry(weights, stem_pool, input_scale)
         stages = spec.stages(net)
         if not stem_pool:
-            _remove_first_max_pool(name, next(iter(stages.values())))
+            remove_first_max_pool(name, next(iter(stages.values())))
         if depth is None:
             depth = len(stages)
         if not 1 <= depth <= len(stages):
@@ -215,8 +235,7 @@ class Encoder(nn.Module):
             )
         self.depth = depth
         self.stages = nn.ModuleDict(list(stages.items())[:depth])
-        if input_scale not in (1, 2, 4, 8):
-            raise ConfigError(f"encoder.input_scale must be 1, 2, 4 or 8, got {input_scale}.")
+        check_input_scale(input_scale)
         self.stem_pool = stem_pool
         self.input_scale = input_scale
         self.out_channels: list[int] = []
@@ -288,11 +307,8 @@ class Encoder(nn.Module):
         return self
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise, then resize up by ``input_scale``."""
         x = (images - self.mean) / self.std if self.normalize else images
-        if self.input_scale == 1:
-            return x
-        return F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
+        return scale_input(x, self.input_scale)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self._prepare(images)
@@ -313,6 +329,43 @@ class Encoder(nn.Module):
             x = stage(x)
             outputs.append(x)
         return outputs
+
+
+def weights_info_path(weights: str | Path) -> Path:
+    """Where ``scripts/pretrain_encoder.py`` describes a weights file: beside it, ``.json``."""
+    return Path(weights).expanduser().with_suffix(".json")
+
+
+def read_weights_info(weights: str | Path) -> dict[str, Any]:
+    """What the pretraining job recorded about a weights file (its architecture, input
+    geometry and class names); empty for a file without a description."""
+    path = weights_info_path(weights)
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{path} (the description of {weights}) is not valid JSON: {error}."
+        ) from None
+    return info if isinstance(info, dict) else {}
+
+
+def _check_pretrained_geometry(weights: str, stem_pool: bool, input_scale: int) -> None:
+    """Refuse weights pretrained with another input geometry than this encoder's: the
+    pretrained stages would see objects at a scale they never learnt."""
+    info = read_weights_info(weights)
+    wanted = {"stem_pool": stem_pool, "input_scale": input_scale}
+    differing = [key for key, value in wanted.items() if key in info and info[key] != value]
+    if differing:
+        theirs = " ".join(f"encoder.{key}={str(info[key]).lower()}" for key in differing)
+        ours = " ".join(f"encoder.{key}={str(wanted[key]).lower()}" for key in differing)
+        raise ConfigError(
+            f"encoder.weights={weights} was pretrained with {theirs} "
+            f"({weights_info_path(weights).name}), but this run sets {ours}. Set {theirs}, "
+            "or pretrain with this geometry (scripts/pretrain_encoder.py takes the same "
+            "encoder options)."
+        )
 
 
 def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str | None) -> None:
