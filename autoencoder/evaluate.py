@@ -11,6 +11,7 @@ from sources you trust (or pass ``model_config=PATH``).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import Dataset, Subset
 from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.checkpointing import read_state_dict
@@ -30,6 +32,7 @@ from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import read_weights_info
+from autoencoder.probe import linear_probe
 from autoencoder.runs import (
     checkpoint_file,
     data_config,
@@ -121,6 +124,56 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
             f"{num_classes} classes: it was trained on other data. Pass a classifier "
             "pretrained on this dataset."
         )
+
+
+# ------------------------------------------------------------------------ the linear probe
+def encode_split(
+    model: Autoencoder, dataset: Dataset, datamodule: ImageDataModule, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents (N x floats, on the CPU) and labels of every image of ``dataset``."""
+    latents, labels = [], []
+    with torch.inference_mode():
+        for images, batch_labels in sequential_loader(dataset, datamodule):
+            batch = images.to(device).contiguous(memory_format=memory_format(model))
+            latents.append(model.encode(batch).float().flatten(1).cpu())
+            labels.append(batch_labels)
+    return torch.cat(latents), torch.cat(labels)
+
+
+def probe_latents(
+    model: Autoencoder,
+    data_cfg: DictConfig,
+    test: ImageDataModule,
+    train_images: int | None,
+    device: torch.device,
+) -> dict[str, float | int]:
+    """Test accuracy of a linear probe (:func:`autoencoder.probe.linear_probe`) on the
+    latents, fitted on the training split's: all of it, whatever ``train_subset`` the
+    autoencoder trained on, or ``train_images`` of it drawn with the split seed. Empty when
+    the data has no labels."""
+    if test.num_classes is None:
+        log.info("no probe: the data has no labels")
+        return {}
+    cfg = copy.deepcopy(data_cfg)
+    with open_dict(cfg):  # every training image as it is: no augmentation, no subset
+        cfg.train_subset = None
+        cfg.random_crop = False
+        cfg.horizontal_flip = False
+    data = prepare_datamodule(cfg)
+    train_set: Dataset = data.train_set
+    if train_images is not None and train_images < len(train_set):
+        generator = torch.Generator().manual_seed(data.split_seed)
+        keep = torch.randperm(len(train_set), generator=generator)[:train_images]
+        train_set = Subset(train_set, sorted(keep.tolist()))
+    result = linear_probe(
+        *encode_split(model, train_set, data, device),
+        *encode_split(model, test.test_set, test, device),
+    )
+    return {
+        "test/probe_acc": result.accuracy,
+        "probe_weight_decay": result.weight_decay,
+        "probe_train_images": result.train_size,
+    }
 
 
 # --------------------------------------------------------------------------- the outputs
@@ -227,7 +280,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``metric,value`` row per number), ``reconstructions.png`` (the first ``num_shown`` test
     images, each row above its reconstructions), ``worst.png`` and ``worst.txt`` (the
     ``num_worst`` images with the highest per-image MSE, highest first, with their test
-    index and MSE).
+    index and MSE). With ``probe`` and labelled data, ``metrics.json`` also has the linear
+    probe's test accuracy on the latents, ``test/probe_acc`` (see :func:`probe_latents`).
     """
     ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
     run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
@@ -246,6 +300,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_classifier_classes(cfg.classifier_weights, classifier, datamodule)
 
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
+    probe = (
+        probe_latents(
+            model, data_config(cfg, run_cfg), datamodule, cfg.get("probe_train_images"), device
+        )
+        if cfg.get("probe")
+        else {}
+    )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     grid, _ = comparison_grid(result.originals, result.reconstructions)
@@ -257,6 +318,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "num_images": len(result.mse),
         **result.metrics,
         **result.accuracy,
+        **probe,
         "worst": worst,
         "images": {
             "reconstructions": "reconstructions.png",
