@@ -100,7 +100,12 @@ def test_the_speed_part_measures_every_variant_and_writes_its_figures(
 
 
 def fake_job(folder: Path, overrides: list[str], curve: list[float], **metrics) -> None:
-    """A finished job folder as scripts/train.py leaves it (what the study reads)."""
+    """A finished job folder as scripts/train.py and scripts/evaluate.py leave it (what the
+    study reads); ``probe`` and ``recon`` go to its evaluation."""
+    evaluation = {
+        "test/probe_acc": metrics.pop("probe", None),
+        "test/acc_reconstruction": metrics.pop("recon", None),
+    }
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / "csv").mkdir()
@@ -110,74 +115,142 @@ def fake_job(folder: Path, overrides: list[str], curve: list[float], **metrics) 
         for epoch, value in enumerate(curve):
             writer.writerow({"epoch": epoch, "step": 10 * epoch, "train/loss": 0.1})
             writer.writerow({"epoch": epoch, "step": 10 * epoch + 9, "val/psnr": value})
-    (folder / "metrics.json").write_text(json.dumps({"fit_seconds": 12.0, **metrics}))
+    (folder / "metrics.json").write_text(
+        json.dumps({"fit_seconds": 12.0, "latent_floats": 256, **metrics})
+    )
+    (folder / "evaluation").mkdir()
+    (folder / "evaluation" / "metrics.json").write_text(json.dumps(evaluation))
 
 
-def test_the_transfer_table_gives_start_slope_asymptote_and_dip(tmp_path: Path) -> None:
+def test_the_transfer_table_gives_start_slope_asymptote_probe_and_dip(tmp_path: Path) -> None:
     regime = tmp_path / "transfer" / "1000"
     weights = "encoder.weights=/w.pt"
     for seed, shift in ((1, 0.0), (2, 0.2)):
         fake_job(
-            regime / "scratch" / str(seed - 1),
+            regime / "deep" / "scratch" / f"seed{seed}" / "0",
             ["finetune=full", "encoder.weights=null", f"seed={seed}"],
             [10 + shift, 12 + shift, 14 + shift],
             **{"test/psnr": 14.0 + shift, "transition_epoch": 0, "transition_step": 0},
+            probe=0.40 + shift / 10,
         )
         fake_job(
-            regime / "pretrained" / str(seed - 1),
+            regime / "deep" / "pretrained" / f"seed{seed}" / "0",
             [weights, "finetune=two_phase", f"seed={seed}"],
             [12 + shift, 11.5 + shift, 14.5 + shift],
             **{"test/psnr": 14.5 + shift, "transition_epoch": 0, "transition_step": 8},
+            probe=0.5,
+            recon=0.6,
         )
     jobs = transfer.read_regime(regime)
-    assert {k: len(v) for k, v in jobs.items()} == {"scratch": 2, "two_phase": 2}
-    table = transfer.regime_table(1000, jobs)
-    threshold_column = table.columns[3]
-    assert threshold_column == "epochs to 13.10 dB"  # mean final of scratch 14.1, minus 1
+    assert {k: len(v) for k, v in jobs.items()} == {
+        ("deep", "scratch"): 2,
+        ("deep", "two_phase"): 2,
+    }
+    references = transfer.References(256, 26.0, 0.35, 0.3)
+    table = transfer.regime_table(1000, jobs, ["deep"], references)
     rows = {row["strategy"]: row for row in table.rows}
-    assert rows["scratch"][table.columns[2]] == "10.10 ± 0.14"
-    assert rows["scratch"][threshold_column] == "3, 3"
-    assert rows["two_phase"][threshold_column] == "3, 3"
+    # the threshold: the mean final val PSNR of scratch (14.1) minus 1 dB
+    assert rows["scratch"]["start: val PSNR epoch 1"] == "10.10 ± 0.14"
+    assert rows["scratch"]["epochs to scratch - 1 dB"] == "3, 3"
+    assert rows["two_phase"]["epochs to scratch - 1 dB"] == "3, 3"
     assert rows["two_phase"]["test PSNR"] == "14.60 ± 0.14"
+    assert rows["scratch"]["probe acc (%)"] == "41.0 ± 1.4"
+    assert rows["two_phase"]["probe acc (%)"] == "50.0 ± 0.0"
+    assert rows["two_phase"]["acc on reconstructions (%)"] == "60.0 ± 0.0"
+    assert rows["scratch"]["acc on reconstructions (%)"] == "-"
     assert rows["two_phase"]["transition dip (dB)"] == "-0.50 ± 0.00"  # 11.5 after, 12 before
     assert rows["scratch"]["transition dip (dB)"] == "-"  # phase 2 from step 0: no transition
+    assert "PCA with 256 components, test PSNR 26.00 dB and probe accuracy 35.0%" in table.notes[1]
 
 
 def test_the_transfer_sweeps_are_the_users_multiruns(tmp_path: Path) -> None:
-    commands = transfer.sweep_commands(1000, ["encoder.depth=2"], "/d", "/w.pt", 15, 3, tmp_path)
-    assert [command[2] for command in commands] == ["-m"] * 3
-    tails = [command[3:] for command in commands]
-    assert all("data.train_subset=1000" in t and "trainer.max_epochs=15" in t for t in tails)
-    assert "finetune=two_phase,full" in tails[0] and "seed=1,2,3" in tails[0]
-    assert "finetune=epoch,frozen" in tails[1] and "seed=1" in tails[1]
-    assert tails[2][-4:-1] == ["finetune=full", "encoder.weights=null", "seed=1,2,3"]
+    config = transfer.StudyConfig("deep", ("encoder.depth=3", "encoder.weights=/w.pt"))
+    commands = transfer.sweep_commands(
+        1000,
+        config,
+        ["data=arrays", "trainer.max_epochs=5"],
+        ["scratch", "full", "frozen"],
+        2,
+        tmp_path,
+    )
+    (pretrained, first), (scratch, second) = commands
+    assert pretrained == tmp_path / "transfer" / "1000" / "deep" / "pretrained" / "seed2"
+    assert scratch == tmp_path / "transfer" / "1000" / "deep" / "scratch" / "seed2"
+    assert first[2] == second[2] == "-m"
+    assert first[3:-1] == [
+        "encoder.depth=3",
+        "encoder.weights=/w.pt",
+        "data=arrays",
+        "trainer.max_epochs=5",
+        "data.train_subset=1000",
+        "seed=2",
+        "finetune=full,frozen",
+    ]
+    assert second[3:-1] == [
+        "encoder.depth=3",
+        "encoder.weights=null",
+        "finetune=full",
+        "data=arrays",
+        "trainer.max_epochs=5",
+        "data.train_subset=1000",
+        "seed=2",
+    ]
+    assert first[-1] == f"hydra.sweep.dir={pretrained}"
 
 
-@pytest.mark.slow  # three multiruns, a fresh interpreter each
-def test_the_transfer_part_runs_every_strategy(arrays: Path, tmp_path: Path) -> None:
-    weights = tmp_path / "resnet18.pt"
+@pytest.mark.slow  # two multiruns and an evaluation per job, a fresh interpreter each
+def test_the_transfer_part_trains_evaluates_and_plots(tmp_path: Path) -> None:
     import torchvision
 
+    data = tmp_path / "labelled"
+    data.mkdir()
+    for split, count, seed in (("train", 120, 0), ("test", 40, 1)):
+        np.savez(
+            data / f"{split}.npz", images=make_images(count, seed=seed), labels=np.arange(count) % 4
+        )
+    weights = tmp_path / "resnet18.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
-    out = tmp_path / "bench"
-    result = benchmark(
-        out,
+    classifier = tmp_path / "classifier.pt"
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), classifier)
+    out = tmp_path / "tables"
+    result = run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "--runs",
+        str(tmp_path / "runs"),
         "transfer",
-        arrays,
-        "--encoder-weights",
-        str(weights),
+        "--data-dir",
+        str(data),
+        "--config",
+        f"shallow=encoder.depth=2 model.latent_channels=4 encoder.weights={weights}",
         "--regimes",
-        "48",
+        "24",
         "--epochs",
         "2",
-        "--seeds",
-        "1",
-        *SMALL_MODEL[1:],
+        "--strategies",
+        "scratch",
+        "two_phase",
+        "--target-classes",
+        "2",
+        "3",
+        "--classifier-weights",
+        str(classifier),
+        "--probe-train-images",
+        "30",
+        *SMALL_MODEL[3:],
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = list(csv.DictReader((out / "transfer_48.csv").open()))
-    assert [row["strategy"] for row in rows] == ["scratch", "full", "two_phase", "epoch", "frozen"]
-    assert (out / "transfer_curves.png").stat().st_size > 0
+    rows = list(csv.DictReader((out / "transfer_24.csv").open()))
+    assert [(row["config"], row["strategy"]) for row in rows] == [
+        ("shallow", "scratch"),
+        ("shallow", "two_phase"),
+    ]
+    for row in rows:
+        assert 0 <= float(row["probe acc (%)"]) <= 100
+        assert 0 <= float(row["acc on reconstructions (%)"]) <= 100
+    for figure in ("transfer_front.png", "transfer_curves.png"):
+        assert (out / figure).stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- quality

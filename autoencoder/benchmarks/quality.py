@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -78,10 +79,12 @@ def sweep_command(
 
 @torch.no_grad()
 def pca_baseline(
-    train: torch.Tensor, test: torch.Tensor, components: Sequence[int]
-) -> dict[int, dict[str, float]]:
+    train: torch.Tensor, test: torch.Tensor, components: Sequence[int], keep_basis: bool = False
+) -> dict[int, dict[str, Any]]:
     """Test MSE, PSNR and SSIM of PCA with each number of ``components``, fitted on ``train``
-    (images N x 3 x H x W in [0, 1]); one eigendecomposition serves every size."""
+    (images N x 3 x H x W in [0, 1]); one eigendecomposition serves every size. With
+    ``keep_basis``, also the ``mean`` and the ``basis`` (pixels x components) that project
+    images (flattened, in float64) to their coefficients."""
     flat = train.flatten(1).double()
     mean = flat.mean(0)
     centred = flat - mean
@@ -103,22 +106,36 @@ def pca_baseline(
             / len(test)
         )
         results[k] = {"mse": mse, "psnr": psnr(mse), "ssim": ssim}
+        if keep_basis:
+            results[k] |= {"mean": mean, "basis": basis}
     return results
 
 
 def split_images(overrides: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The training split (without the validation images) and the test split of a config's
     data, as the autoencoder sees them (no augmentation)."""
+    train, test, _, _ = labelled_splits(overrides)
+    return train, test
+
+
+def labelled_splits(
+    overrides: Sequence[str],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`split_images` and the labels of both splits (-1 where unlabelled)."""
     cfg = compose_config(
         "train", *overrides, "data.horizontal_flip=false", "data.random_crop=false"
     )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
 
-    def stack(dataset: torch.utils.data.Dataset) -> torch.Tensor:
-        return torch.stack([dataset[i][0] for i in range(len(dataset))])
+    def stack(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [dataset[i] for i in range(len(dataset))]
+        return torch.stack([image for image, _ in items]), torch.tensor([lab for _, lab in items])
 
-    return stack(datamodule.train_set), stack(datamodule.test_set)
+    (train, train_labels), (test, test_labels) = map(
+        stack, (datamodule.train_set, datamodule.test_set)
+    )
+    return train, test, train_labels, test_labels
 
 
 @dataclass

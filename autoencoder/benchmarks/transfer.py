@@ -1,18 +1,25 @@
-"""The transfer study: does a pretrained encoder give a higher start, a steeper slope and a
-higher asymptote than training from scratch, and which fine-tuning strategy keeps them?
+"""The transfer study: where does a pretrained encoder give a higher start, a steeper slope,
+a higher asymptote and a latent worth extracting, and with which fine-tuning strategy?
 
-Each regime (a number of training images) runs the strategies as multiruns of
-``scripts/train.py``, as a user would, into ``<output>/transfer/<images>/<group>/``:
+A *configuration* is an encoder geometry (cut depth, ``encoder.stem_pool``,
+``encoder.input_scale``, latent channels) with the weights pretrained at that geometry
+(``encoder.weights=PATH`` in its overrides). For each regime (a number of target training
+images) and configuration, every strategy is trained by ``scripts/train.py`` multiruns, as
+a user would, one sweep folder per seed, into
+``<runs>/transfer/<images>/<config>/<pretrained|scratch>/seed<N>/``:
 
-* ``scratch``: a random encoder trained with the rest (``encoder.weights=null finetune=full``);
+* ``scratch``: the same network from random initialisation (``encoder.weights=null
+  finetune=full``);
 * ``full``: the pretrained encoder, everything trainable at one rate from step 0;
-* ``two_phase``: the default, frozen encoder first, then discriminative rates;
-* ``epoch``: the whole encoder unfrozen at a fixed epoch at a tenth of the decoder's rate, as
-  Lightning's ``BackboneFinetuning`` does;
-* ``frozen``: the encoder never trains.
+* ``two_phase``: frozen encoder first, then discriminative rates (the defaults);
+* ``frozen``: the pretrained encoder never trains (feature extraction);
+* ``epoch`` (on request): the encoder unfrozen at a fixed epoch.
 
-The tables and curves are then read back from the job folders (``metrics.json`` and
-``csv/metrics.csv``), so ``--from`` can summarise finished sweeps again without training.
+Every finished job is then evaluated by ``scripts/evaluate.py`` into ``<job>/evaluation/``:
+test PSNR, the linear probe's accuracy on the latents (``test/probe_acc``) and, with
+``--classifier-weights``, a classifier's accuracy on the reconstructions. The tables and
+figures are read back from the job folders, so ``--from`` summarises finished runs again.
+Sweeps and evaluations already finished are skipped, so more seeds can be added later.
 """
 
 from __future__ import annotations
@@ -28,62 +35,93 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from autoencoder.benchmarks.tables import Table
+from autoencoder.probe import linear_probe
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
-# (folder, overrides of the sweep): scratch, full and two-phase with several seeds
-GROUPS = (
-    ("pretrained", ("finetune=two_phase,full",)),
-    ("single_seed", ("finetune=epoch,frozen",)),
-    ("scratch", ("finetune=full", "encoder.weights=null")),
-)
-STRATEGIES = ("scratch", "full", "two_phase", "epoch", "frozen")
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+STRATEGIES = ("scratch", "full", "two_phase", "frozen", "epoch")
+EVALUATION = "evaluation"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A named encoder geometry and its pretrained weights, as ``scripts/train.py``
+    overrides (``encoder.weights=PATH`` among them)."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+    def scratch_overrides(self) -> tuple[str, ...]:
+        kept = tuple(o for o in self.overrides if not o.startswith("encoder.weights="))
+        return (*kept, "encoder.weights=null", "finetune=full")
 
 
 def sweep_commands(
     images: int,
-    overrides: Sequence[str],
-    data_dir: str,
-    encoder_weights: str,
-    epochs: int,
-    seeds: int,
-    output: Path,
-) -> list[list[str]]:
-    """The ``scripts/train.py -m`` command lines of one regime."""
-    base = [
-        *overrides,
-        "data=arrays",
-        f"data.path={data_dir}",
-        f"data.train_subset={images}",
-        f"encoder.weights={encoder_weights}",
-        "logger=csv",
-        f"trainer.max_epochs={epochs}",
-        "trainer.enable_progress_bar=false",
-    ]
+    config: StudyConfig,
+    base: Sequence[str],
+    strategies: Sequence[str],
+    seed: int,
+    runs: Path,
+) -> list[tuple[Path, list[str]]]:
+    """The ``scripts/train.py -m`` command lines of one regime, configuration and seed, each
+    with the sweep folder it writes."""
+    common = [*base, f"data.train_subset={images}", f"seed={seed}"]
+    folder = runs / "transfer" / str(images) / config.name
     commands = []
-    for folder, sweep in GROUPS:
-        seed_list = "1" if folder == "single_seed" else ",".join(map(str, range(1, seeds + 1)))
-        sweep_dir = output / "transfer" / str(images) / folder
-        commands.append(
-            [
-                sys.executable,
-                str(SCRIPT),
-                "-m",
-                *base,
-                *sweep,
-                f"seed={seed_list}",
-                f"hydra.sweep.dir={sweep_dir}",
-            ]
-        )
+    pretrained = [s for s in strategies if s != "scratch"]
+    if pretrained:
+        sweep = folder / "pretrained" / f"seed{seed}"
+        overrides = [*config.overrides, *common, f"finetune={','.join(pretrained)}"]
+        commands.append((sweep, _train_command(overrides, sweep)))
+    if "scratch" in strategies:
+        sweep = folder / "scratch" / f"seed{seed}"
+        commands.append((sweep, _train_command([*config.scratch_overrides(), *common], sweep)))
     return commands
+
+
+def _train_command(overrides: Sequence[str], sweep: Path) -> list[str]:
+    return [
+        sys.executable,
+        str(SCRIPTS / "train.py"),
+        "-m",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+
+def evaluate_command(
+    job: Path, classifier_weights: str | None, probe_train_images: int | None
+) -> list[str]:
+    """``scripts/evaluate.py`` on a job's best checkpoint, into ``<job>/evaluation``."""
+    ckpt = json.loads((job / "metrics.json").read_text())["best_ckpt"]
+    command = [
+        sys.executable,
+        str(SCRIPTS / "evaluate.py"),
+        f"ckpt_path={ckpt}",
+        f"probe_train_images={'null' if probe_train_images is None else probe_train_images}",
+        f"hydra.run.dir={job / EVALUATION}",
+        "num_shown=16",
+        "num_worst=8",
+    ]
+    if classifier_weights:
+        command.append(f"classifier_weights={classifier_weights}")
+    return command
+
+
+def _sweep_finished(sweep: Path) -> bool:
+    jobs = [p for p in sweep.glob("*") if (p / ".hydra").is_dir()]
+    return bool(jobs) and all((job / "metrics.json").is_file() for job in jobs)
 
 
 @dataclass
 class Job:
-    """One finished training job of the study."""
+    """One finished training job of the study and its evaluation."""
 
+    config: str
     strategy: str
     seed: int
     val_psnr: list[float]  # after each epoch
@@ -91,9 +129,11 @@ class Job:
     transition_epoch: int | None
     transition_step: int | None
     fit_seconds: float
+    probe_acc: float | None
+    reconstruction_acc: float | None
 
 
-def read_job(folder: Path) -> Job | None:
+def read_job(folder: Path, config: str) -> Job | None:
     metrics_file, log = folder / "metrics.json", folder / "csv" / "metrics.csv"
     if not metrics_file.is_file() or not log.is_file():
         return None
@@ -108,7 +148,10 @@ def read_job(folder: Path) -> Job | None:
             for row in csv.DictReader(file)
             if row.get("val/psnr")
         }
+    evaluation_file = folder / EVALUATION / "metrics.json"
+    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
     return Job(
+        config=config,
         strategy="scratch" if scratch else overrides.get("finetune", "two_phase"),
         seed=int(overrides.get("seed", 0)),
         val_psnr=[per_epoch[epoch] for epoch in sorted(per_epoch)],
@@ -116,26 +159,31 @@ def read_job(folder: Path) -> Job | None:
         transition_epoch=metrics.get("transition_epoch"),
         transition_step=metrics.get("transition_step"),
         fit_seconds=metrics.get("fit_seconds", math.nan),
+        probe_acc=evaluation.get("test/probe_acc"),
+        reconstruction_acc=evaluation.get("test/acc_reconstruction"),
     )
 
 
-def read_regime(folder: Path) -> dict[str, list[Job]]:
-    """Every finished job under ``folder`` (a regime's sweeps), by strategy."""
-    jobs: dict[str, list[Job]] = defaultdict(list)
-    for metrics in sorted(folder.glob("*/*/metrics.json")):
-        job = read_job(metrics.parent)
+def read_regime(folder: Path) -> dict[tuple[str, str], list[Job]]:
+    """Every finished job under ``folder`` (``<runs>/transfer/<images>``), by configuration
+    and strategy."""
+    jobs: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for metrics in sorted(folder.glob("*/*/seed*/*/metrics.json")):
+        config = metrics.relative_to(folder).parts[0]
+        job = read_job(metrics.parent, config)
         if job is not None:
-            jobs[job.strategy].append(job)
+            jobs[job.config, job.strategy].append(job)
     return dict(jobs)
 
 
-def mean_spread(values: Sequence[float]) -> str:
+def mean_spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
     """``mean ± standard deviation`` over seeds, or the value of a single seed."""
+    values = [v * scale for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def epochs_to(curve: Sequence[float], threshold: float) -> int | None:
@@ -152,79 +200,164 @@ def transition_dip(job: Job) -> float | None:
     return job.val_psnr[epoch + 1] - job.val_psnr[epoch]
 
 
-def regime_table(images: int, jobs: dict[str, list[Job]], margin: float = 1.0) -> Table:
-    """Start, slope, asymptote, dip and wall time of each strategy in one regime."""
-    scratch_final = [job.val_psnr[-1] for job in jobs.get("scratch", [])]
-    threshold = statistics.mean(scratch_final) - margin if scratch_final else None
+@dataclass(frozen=True)
+class References:
+    """What a linear method and the raw pixels give on the same split."""
+
+    floats: int
+    pca_psnr: float
+    pca_probe_acc: float
+    pixel_probe_acc: float
+
+
+def regime_table(
+    images: int,
+    jobs: dict[tuple[str, str], list[Job]],
+    configs: Sequence[str],
+    references: References | None,
+    margin: float = 1.0,
+) -> Table:
+    """One row per configuration and strategy: start, slope, test PSNR, probe accuracy,
+    accuracy on reconstructions, transition dip, wall time (mean ± sd over seeds)."""
     table = Table(
-        title=f"transfer, {images} training images",
+        title=f"transfer, {images} target training images",
         columns=(
+            "config",
             "strategy",
             "seeds",
-            "start: val PSNR after epoch 1",
-            f"epochs to {threshold:.2f} dB" if threshold is not None else "epochs to threshold",
+            "start: val PSNR epoch 1",
+            "epochs to scratch - 1 dB",
             "test PSNR",
+            "probe acc (%)",
+            "acc on reconstructions (%)",
             "transition dip (dB)",
             "wall time (s)",
         ),
     )
-    for strategy in STRATEGIES:
-        runs = sorted(jobs.get(strategy, []), key=lambda job: job.seed)
-        if not runs:
-            continue
-        reached = [epochs_to(job.val_psnr, threshold) for job in runs] if threshold else []
-        dips = [d for d in map(transition_dip, runs) if d is not None]
-        table.add(
-            **{
-                "strategy": strategy,
-                "seeds": len(runs),
-                table.columns[2]: mean_spread([job.val_psnr[0] for job in runs]),
-                table.columns[3]: ", ".join("-" if e is None else str(e) for e in reached) or "-",
-                "test PSNR": mean_spread([job.test_psnr for job in runs]),
-                "transition dip (dB)": mean_spread(dips),
-                "wall time (s)": mean_spread([job.fit_seconds for job in runs]),
-            }
-        )
-    if threshold is not None:
+    for config in configs:
+        scratch = [job.val_psnr[-1] for job in jobs.get((config, "scratch"), [])]
+        threshold = statistics.mean(scratch) - margin if scratch else None
+        for strategy in STRATEGIES:
+            runs = sorted(jobs.get((config, strategy), []), key=lambda job: job.seed)
+            if not runs:
+                continue
+            reached = [epochs_to(job.val_psnr, threshold) for job in runs] if threshold else []
+            table.add(
+                **{
+                    "config": config,
+                    "strategy": strategy,
+                    "seeds": len(runs),
+                    "start: val PSNR epoch 1": mean_spread([job.val_psnr[0] for job in runs]),
+                    "epochs to scratch - 1 dB": ", ".join(
+                        "-" if e is None else str(e) for e in reached
+                    )
+                    or "-",
+                    "test PSNR": mean_spread([job.test_psnr for job in runs]),
+                    "probe acc (%)": mean_spread([job.probe_acc for job in runs], 100, 1),
+                    "acc on reconstructions (%)": mean_spread(
+                        [job.reconstruction_acc for job in runs], 100, 1
+                    ),
+                    "transition dip (dB)": mean_spread([transition_dip(job) for job in runs]),
+                    "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0),
+                }
+            )
+    table.notes.append(
+        f"epochs to scratch - 1 dB: the epoch at which each seed's validation PSNR first "
+        f"reaches {margin:g} dB below the mean final validation PSNR of the same configuration "
+        "trained from scratch ('-': never within the budget)."
+    )
+    if references is not None:
         table.notes.append(
-            f"slope: the epoch at which each seed's validation PSNR first reaches {threshold:.2f} "
-            f"dB, {margin:g} dB below the mean final validation PSNR of training from scratch "
-            "('-': never within the budget)"
+            f"References on the same split: PCA with {references.floats} components, test "
+            f"PSNR {references.pca_psnr:.2f} dB and probe accuracy "
+            f"{100 * references.pca_probe_acc:.1f}%; a probe on the raw pixels "
+            f"{100 * references.pixel_probe_acc:.1f}%."
         )
     return table
 
 
+def reference_marks(
+    overrides: Sequence[str], images: int, floats: int, probe_train_images: int | None
+) -> References:
+    """PCA with ``floats`` components fitted on the regime's training images (its test PSNR,
+    and a probe on its coefficients), and a probe on the raw pixels; both probes fitted on
+    the training images the autoencoders' probes use (see ``scripts/evaluate.py``)."""
+    from autoencoder.benchmarks.quality import labelled_splits, pca_baseline, split_images
+
+    train, test, train_labels, test_labels = labelled_splits(overrides)
+    fitted_on, _ = split_images([*overrides, f"data.train_subset={images}"])
+    pca = pca_baseline(fitted_on, test, [floats], keep_basis=True)[floats]
+    if probe_train_images is not None and probe_train_images < len(train):
+        generator = torch.Generator().manual_seed(0)  # data.split_seed, as evaluate draws
+        keep = sorted(torch.randperm(len(train), generator=generator)[:probe_train_images].tolist())
+        train, train_labels = train[keep], train_labels[keep]
+
+    def project(images_: torch.Tensor) -> torch.Tensor:
+        return (images_.flatten(1).double() - pca["mean"]) @ pca["basis"]
+
+    pca_probe = linear_probe(project(train), train_labels, project(test), test_labels)
+    pixel_probe = linear_probe(train, train_labels, test, test_labels)
+    return References(floats, pca["psnr"], pca_probe.accuracy, pixel_probe.accuracy)
+
+
 def run(
     regimes: Sequence[int],
-    overrides: Sequence[str],
-    data_dir: str | None,
-    encoder_weights: str | None,
-    epochs: int,
+    configs: Sequence[StudyConfig],
+    base: Sequence[str],
+    strategies: Sequence[str],
     seeds: int,
+    classifier_weights: str | None,
+    probe_train_images: int | None,
+    runs: Path,
     output: Path,
     train: bool = True,
 ) -> list[Table]:
-    """Run (unless ``train`` is false) and summarise the study: ``transfer_<images>.csv``
-    and ``.md`` per regime, and ``transfer_curves.png``."""
+    """Train and evaluate (unless ``train`` is false) every missing job of the study, then
+    write ``transfer_<images>.csv``/``.md`` per regime, ``transfer_front.png`` (test PSNR
+    against probe accuracy) and ``transfer_curves.png`` into ``output``."""
     if train:
-        if not data_dir or not encoder_weights:
-            raise SystemExit("the transfer study needs --data-dir and --encoder-weights")
         for images in regimes:
-            for command in sweep_commands(
-                images, overrides, data_dir, encoder_weights, epochs, seeds, output
-            ):
-                print("$", " ".join(command[1:]), flush=True)
-                subprocess.run(command, check=True)
-    tables, curves = [], {}
+            for config in configs:
+                for seed in range(1, seeds + 1):
+                    for sweep, command in sweep_commands(
+                        images, config, base, strategies, seed, runs
+                    ):
+                        if not _sweep_finished(sweep):
+                            print("$", " ".join(command[1:]), flush=True)
+                            subprocess.run(command, check=True)
+                        for job in sorted(p.parent for p in sweep.glob("*/metrics.json")):
+                            if not (job / EVALUATION / "metrics.json").is_file():
+                                command = evaluate_command(
+                                    job, classifier_weights, probe_train_images
+                                )
+                                print("$", " ".join(command[1:]), flush=True)
+                                subprocess.run(command, check=True)
+    names = [config.name for config in configs]
+    tables, regime_jobs = [], {}
     for images in regimes:
-        jobs = read_regime(output / "transfer" / str(images))
+        jobs = read_regime(runs / "transfer" / str(images))
         if not jobs:
-            raise SystemExit(f"no finished jobs under {output / 'transfer' / str(images)}")
-        table = regime_table(images, jobs)
+            raise SystemExit(f"no finished jobs under {runs / 'transfer' / str(images)}")
+        any_job = next(iter(jobs.values()))[0]
+        floats = _latent_floats(runs / "transfer" / str(images), any_job)
+        references = reference_marks(
+            [*configs[0].scratch_overrides(), *base], images, floats, probe_train_images
+        )
+        present = [name for name in names if any(key[0] == name for key in jobs)]
+        table = regime_table(images, jobs, present, references)
         table.write(output, f"transfer_{images}")
         tables.append(table)
-        curves[images] = {s: [job.val_psnr for job in runs] for s, runs in jobs.items()}
-    from autoencoder.benchmarks.plots import learning_curves
+        regime_jobs[images] = (jobs, references)
+    from autoencoder.benchmarks.plots import transfer_curves, transfer_front
 
-    learning_curves(curves, output / "transfer_curves.png")
+    transfer_front(regime_jobs, output / "transfer_front.png")
+    transfer_curves(
+        {images: jobs for images, (jobs, _) in regime_jobs.items()},
+        output / "transfer_curves.png",
+    )
     return tables
+
+
+def _latent_floats(regime: Path, job: Job) -> int:
+    metrics = next(regime.glob(f"{job.config}/*/seed*/*/metrics.json"))
+    return int(json.loads(metrics.read_text())["latent_floats"])
