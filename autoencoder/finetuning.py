@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autoencoder.compat import ddp_finds_unused_parameters
 from autoencoder.errors import ConfigError, check_choice
+from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
     DECODER_GROUP,
     ENCODER_PREFIX,
@@ -34,7 +35,6 @@ from autoencoder.param_groups import (
 )
 
 Mode = Literal["min", "max"]
-BnPolicy = Literal["eval", "train"]
 EncoderSchedule = Literal["constant", "stlr"]
 GradualTrigger = Literal["plateau", "epoch"]
 
@@ -48,10 +48,10 @@ class StagedEncoder(Protocol):
         ...
 
     def set_trainable(
-        self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
+        self, num_trainable: int, frozen_bn: BatchNormMode, unfrozen_bn: BatchNormMode
     ) -> None:
         """Make the top ``num_trainable`` stages trainable, freeze the rest (no gradients),
-        and keep the chosen BatchNorm layers in eval mode."""
+        and put the BatchNorm of each kind of stage in ``eval`` or ``train`` mode."""
         ...
 
 
@@ -179,7 +179,7 @@ class TwoPhaseFinetuning(pl.Callback):
         warmup_epochs: float = 1.0,
         min_warmup_steps: int = 100,
         train_bn: bool = False,
-        bn_policy: BnPolicy = "eval",
+        bn_policy: BatchNormMode = "eval",
         gradual: bool = False,
         gradual_every: GradualTrigger = "plateau",
         schedule: EncoderSchedule = "constant",
@@ -188,7 +188,7 @@ class TwoPhaseFinetuning(pl.Callback):
     ) -> None:
         super().__init__()
         check_choice("finetune.mode", mode, Mode)
-        check_choice("finetune.bn_policy", bn_policy, BnPolicy)
+        check_choice("finetune.bn_policy", bn_policy, BatchNormMode)
         check_choice("finetune.schedule", schedule, EncoderSchedule)
         check_choice("finetune.gradual_every", gradual_every, GradualTrigger)
         if patience is not None and patience < 1:
@@ -410,8 +410,8 @@ class TwoPhaseFinetuning(pl.Callback):
     def _apply(self, pl_module: pl.LightningModule) -> None:
         pl_module.encoder.set_trainable(
             len(self.unfreeze_steps),
-            frozen_bn_eval=not self.train_bn,
-            trainable_bn_eval=self.bn_policy == "eval",
+            frozen_bn="train" if self.train_bn else "eval",
+            unfrozen_bn=self.bn_policy,
         )
 
     # ---------------------------------------------------------------------- resume

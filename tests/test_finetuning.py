@@ -94,7 +94,7 @@ def batchnorms(module: nn.Module) -> list[nn.BatchNorm2d]:
 
 def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
     model = tiny_model()
-    model.encoder.set_trainable(0, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.encoder.set_trainable(0, frozen_bn="eval", unfrozen_bn="train")
     model.train()  # must not switch the frozen BatchNorm back to training
     assert all(not bn.training for bn in batchnorms(model.encoder))
     assert all(bn.training for bn in batchnorms(model.decoder))
@@ -102,7 +102,7 @@ def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
     assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.decoder.parameters())
 
-    model.encoder.set_trainable(1, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.encoder.set_trainable(1, frozen_bn="eval", unfrozen_bn="train")
     model.train()
     model.zero_grad(set_to_none=True)
     model(torch.rand(2, 3, 32, 32)).mean().backward()
@@ -114,7 +114,7 @@ def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
 
 def test_bn_options_train_frozen_bn_and_eval_trainable_bn() -> None:
     model = tiny_model()
-    model.encoder.set_trainable(1, frozen_bn_eval=False, trainable_bn_eval=True)
+    model.encoder.set_trainable(1, frozen_bn="train", unfrozen_bn="eval")
     model.train()
     assert all(bn.training for bn in batchnorms(model.encoder.stages["stem"]))
     assert all(not bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
