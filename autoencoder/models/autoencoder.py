@@ -126,6 +126,8 @@ class Autoencoder(pl.LightningModule):
         nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
         super().__init__()
+        if not lr > 0:  # also NaN
+            raise ConfigError(f"model.lr must be > 0, got {lr}.")
         if latent_channels < 1:
             raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
         check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
