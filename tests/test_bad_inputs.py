@@ -313,6 +313,11 @@ CASES = [
         lambda i: cli_train(i, "model.lr=-1"),
         "error: model.lr must be > 0, got -1.",
     ),
+    Case(
+        "encoder-lr-negative",
+        lambda i: cli_train(i, "finetune.encoder_lr=-1"),
+        "error: finetune.encoder_lr must be >= 0, or null to follow model.lr; got -1.",
+    ),
     # -- sizes ----------------------------------------------------------------------------------
     Case(
         "depth-too-large",
