@@ -1,12 +1,14 @@
 """Two-phase fine-tuning: a frozen encoder until the validation loss plateaus, then
 discriminative learning rates across the encoder's stages (ULMFiT, Howard and Ruder 2018).
 
-The callback never adds or removes parameter groups. The model creates one named group per
-encoder stage from the first step; this callback is the model's :class:`RatePolicy`, so it
-decides each group's peak rate and, at every step, its multiplier: 0 while the stage is
-frozen, a linear ramp from 0 to 1 (warm-up) after it is unfrozen, or ULMFiT's slanted
-triangular shape. The rates live in a ``LambdaLR`` scheduler that Lightning steps,
-checkpoints and restores like any other.
+Control flows one way, from the callback to the model. The model follows
+:class:`FinetunableModel`: it builds one named parameter group per encoder stage from the
+first step and sets each group's rate from the :class:`~autoencoder.param_groups.RatePolicy`
+it holds, through a ``LambdaLR`` scheduler that Lightning steps, checkpoints and restores.
+At setup the callback puts its own policy there, a :class:`StagedRates` that it alone
+changes: 0 while a stage is frozen, then a linear ramp from 0 to 1 (warm-up) or ULMFiT's
+slanted triangular shape. When it unfreezes in the middle of a step, the callback
+re-evaluates the trainer's schedulers, so the new rates hold from the next optimiser step.
 
 Freezing happens in ``on_fit_start``, after the strategy wrapped the model: under DDP every
 encoder parameter is registered with the reducer, so unfreezing later needs no re-wrap
@@ -16,6 +18,7 @@ encoder parameter is registered with the reducer, so unfreezing later needs no r
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -24,7 +27,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from autoencoder.compat import ddp_finds_unused_parameters
+from autoencoder.compat import ddp_finds_unused_parameters, reapply_lr_lambdas
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
@@ -40,6 +43,7 @@ ScheduleShape = Literal["constant", "stlr"]
 GradualTrigger = Literal["plateau", "epoch"]
 
 
+# ------------------------------------------------------------------------------ contract
 class StagedEncoder(Protocol):
     """The encoder of a :class:`FinetunableModel`."""
 
@@ -57,46 +61,50 @@ class StagedEncoder(Protocol):
 
 
 class FinetunableModel(Protocol):
-    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes.
+    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes; the
+    check at setup names the members a model lacks.
 
-    * ``encoder``: a :class:`StagedEncoder`;
-    * ``rate_policy``: the callback sets itself here; the model's ``configure_optimizers``
-      asks it for every group's peak rate and per-step multiplier (:class:`RatePolicy`);
-    * ``lr``: the decoder's rate, also the top encoder stage's unless ``encoder_lr`` is set;
-    * ``refresh_learning_rates()``: re-evaluate every group's rate now, after the policy
-      changed in the middle of a step.
-
-    :class:`~autoencoder.models.autoencoder.Autoencoder` is one; ``setup`` checks a model
-    for all of it and names what is missing.
+    The model's ``configure_optimizers`` must build one named group per encoder stage
+    (``encoder.<stage>``) and one ``decoder`` group, and set each group's rate at every step
+    from ``rate_policy``, through a ``LambdaLR`` stepped every optimiser step. At setup the
+    callback puts its :class:`StagedRates` in ``rate_policy``; it changes rates through the
+    trainer's schedulers, and the model never calls it.
+    :class:`~autoencoder.models.autoencoder.Autoencoder` is one.
     """
 
     encoder: StagedEncoder
     rate_policy: RatePolicy
-    lr: float
-
-    def refresh_learning_rates(self) -> None: ...
 
 
-# The members of FinetunableModel, as attribute paths for the check in ``setup``.
-_REQUIRED_MEMBERS = (
-    "encoder",
-    "encoder.stage_names",
-    "encoder.set_trainable",
-    "rate_policy",
-    "lr",
-    "refresh_learning_rates",
-)
+_ABSENT = object()
 
 
-def missing_members(model: object) -> list[str]:
-    """The members of :class:`FinetunableModel` that ``model`` lacks."""
+def _protocol_members(protocol: type) -> dict[str, Any]:
+    """The members a Protocol declares, in order, each with its type (``None`` for a
+    method)."""
+    members: dict[str, Any] = dict(typing.get_type_hints(protocol))
+    for name, value in vars(protocol).items():
+        if name.startswith("_") or name in members:
+            continue
+        fget = value.fget if isinstance(value, property) else None
+        members[name] = typing.get_type_hints(fget).get("return") if fget else None
+    return members
+
+
+def _is_protocol(kind: Any) -> bool:
+    return isinstance(kind, type) and Protocol in kind.__bases__
+
+
+def missing_members(obj: object, protocol: type, prefix: str = "") -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks, as attribute paths; members typed
+    with a Protocol are checked down to theirs."""
     missing = []
-    for path in _REQUIRED_MEMBERS:
-        target = model
-        for name in path.split("."):
-            target = getattr(target, name, None)
-        if target is None:
-            missing.append(path)
+    for name, kind in _protocol_members(protocol).items():
+        value = _ABSENT if obj is _ABSENT else getattr(obj, name, _ABSENT)
+        if value is _ABSENT:
+            missing.append(prefix + name)
+        if _is_protocol(kind):
+            missing += missing_members(value, kind, f"{prefix}{name}.")
     return missing
 
 
@@ -244,6 +252,60 @@ def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: floa
     return (1 + progress * (ratio - 1)) / ratio
 
 
+class StagedRates:
+    """The :class:`~autoencoder.param_groups.RatePolicy` of two-phase fine-tuning: every
+    encoder stage at rate 0 until it is unfrozen, then ramped to its peak (``spread``,
+    ``ramp``); the decoder at ``model.lr`` throughout.
+
+    It holds the state the rates depend on, which only :class:`TwoPhaseFinetuning` changes:
+    the stages, the step each one was unfrozen at, the warm-up and the run's length.
+    """
+
+    def __init__(self, spread: RateSpread, ramp: EncoderRamp) -> None:
+        self.spread = spread
+        self.ramp = ramp
+        self.stage_names: list[str] = []
+        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
+        self.resolved_warmup_steps = 0
+        self.total_steps = 0
+
+    @property
+    def phase(self) -> int:
+        """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
+        return 2 if self.unfreeze_steps else 1
+
+    @property
+    def transition_step(self) -> int | None:
+        """The global step at which phase 2 began (``None`` before)."""
+        return min(self.unfreeze_steps.values(), default=None)
+
+    def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
+        stage_rates = self.spread.stage_rates(len(self.stage_names), decoder_lr)
+        peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
+        peaks[DECODER_GROUP] = decoder_lr
+        missing = set(group_names) - set(peaks)
+        if missing:
+            raise ConfigError(f"no learning rate for parameter groups {sorted(missing)}.")
+        return {name: peaks[name] for name in group_names}
+
+    def multiplier(self, group_name: str, step: int) -> float:
+        if group_name == DECODER_GROUP:
+            return 1.0
+        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
+        if start is None or step < start:
+            return 0.0
+        if self.ramp.encoder_schedule == "stlr":
+            return slanted_triangular(
+                step - start,
+                max(1, self.total_steps - start),
+                self.ramp.stlr_cut_frac,
+                self.ramp.stlr_ratio,
+            )
+        if self.resolved_warmup_steps > 0:
+            return min(1.0, (step - start + 1) / self.resolved_warmup_steps)
+        return 1.0
+
+
 # ------------------------------------------------------------------------------ callback
 class TwoPhaseFinetuning(pl.Callback):
     """Freeze the encoder, train the decoder until a plateau, then unfreeze with
@@ -268,19 +330,14 @@ class TwoPhaseFinetuning(pl.Callback):
     ) -> None:
         super().__init__()
         self.plateau = plateau or PlateauRule()
-        self.spread = spread or RateSpread()
-        self.ramp = ramp or EncoderRamp()
         self.batchnorm = batchnorm or BatchNormPolicy()
         self.unfreezing = unfreezing or Unfreezing()
-        self.stage_names: list[str] = []
-        # The state that a checkpoint saves and restores:
-        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
+        self.rates = StagedRates(spread or RateSpread(), ramp or EncoderRamp())
+        # With rates.unfreeze_steps, the state that a checkpoint saves and restores:
         self.best = self.plateau.initial_best
         self.wait = 0
         self.transition_epoch: int | None = None
-        self.resolved_warmup_steps = 0
         self.last_unfreeze_epoch = 0.0
-        self.total_steps = 0
 
     @classmethod
     def from_flat(
@@ -342,45 +399,18 @@ class TwoPhaseFinetuning(pl.Callback):
     @property
     def phase(self) -> int:
         """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
-        return 2 if self.unfreeze_steps else 1
+        return self.rates.phase
 
     @property
     def transition_step(self) -> int | None:
         """The global step at which phase 2 began (``None`` before)."""
-        return min(self.unfreeze_steps.values(), default=None)
-
-    # ------------------------------------------------------------------ rate policy
-    def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
-        stage_rates = self.spread.stage_rates(len(self.stage_names), decoder_lr)
-        peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
-        peaks[DECODER_GROUP] = decoder_lr
-        missing = set(group_names) - set(peaks)
-        if missing:
-            raise ConfigError(f"no learning rate for parameter groups {sorted(missing)}.")
-        return {name: peaks[name] for name in group_names}
-
-    def multiplier(self, group_name: str, step: int) -> float:
-        if group_name == DECODER_GROUP:
-            return 1.0
-        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
-        if start is None or step < start:
-            return 0.0
-        if self.ramp.encoder_schedule == "stlr":
-            return slanted_triangular(
-                step - start,
-                max(1, self.total_steps - start),
-                self.ramp.stlr_cut_frac,
-                self.ramp.stlr_ratio,
-            )
-        if self.resolved_warmup_steps > 0:
-            return min(1.0, (step - start + 1) / self.resolved_warmup_steps)
-        return 1.0
+        return self.rates.transition_step
 
     # ------------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        missing = missing_members(pl_module)
+        missing = missing_members(pl_module, FinetunableModel)
         if missing:
             raise ConfigError(
                 f"TwoPhaseFinetuning cannot fine-tune {type(pl_module).__name__}: it lacks "
@@ -389,8 +419,8 @@ class TwoPhaseFinetuning(pl.Callback):
                 "autoencoder.models.autoencoder.Autoencoder does), or train it without the "
                 "finetune callback."
             )
-        self.stage_names = list(pl_module.encoder.stage_names)
-        pl_module.rate_policy = self
+        self.rates.stage_names = list(pl_module.encoder.stage_names)
+        pl_module.rate_policy = self.rates
         strategy = trainer.strategy
         if isinstance(strategy, DDPStrategy) and not ddp_finds_unused_parameters(strategy):
             raise ConfigError(
@@ -400,11 +430,10 @@ class TwoPhaseFinetuning(pl.Callback):
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
+        self.rates.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
         if self.phase == 1 and self.plateau.max_frozen_epochs == 0:
             self._unfreeze(trainer, pl_module, at_start=True)
-        self._apply(pl_module)
-        pl_module.refresh_learning_rates()
+        self._apply(trainer, pl_module)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -457,7 +486,7 @@ class TwoPhaseFinetuning(pl.Callback):
 
     # -------------------------------------------------------------------- mechanics
     def _all_unfrozen(self) -> bool:
-        return len(self.unfreeze_steps) == len(self.stage_names)
+        return len(self.rates.unfreeze_steps) == len(self.rates.stage_names)
 
     def _epochs_done(self, trainer: pl.Trainer) -> float:
         batches = trainer.num_training_batches
@@ -469,27 +498,24 @@ class TwoPhaseFinetuning(pl.Callback):
     def _unfreeze(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_start: bool = False
     ) -> None:
+        rates = self.rates
         step = trainer.global_step
         if self.phase == 1:
             self.transition_epoch = 0 if at_start else trainer.current_epoch
-            self.resolved_warmup_steps = self._resolve_warmup(trainer)
-        still_frozen = [s for s in reversed(self.stage_names) if s not in self.unfreeze_steps]
+            rates.resolved_warmup_steps = self._resolve_warmup(trainer)
+        still_frozen = [s for s in reversed(rates.stage_names) if s not in rates.unfreeze_steps]
         newly = still_frozen[:1] if self.unfreezing.gradual else still_frozen
         for stage in newly:
-            self.unfreeze_steps[stage] = step
+            rates.unfreeze_steps[stage] = step
         self.best = self.plateau.initial_best
         self.wait = 0
         if at_start:
             return
-        self._apply(pl_module)
-        pl_module.refresh_learning_rates()
-        peaks = self.peak_rates(
-            [DECODER_GROUP, *(encoder_group(s) for s in self.stage_names)], pl_module.lr
-        )
+        self._apply(trainer, pl_module)
         summary = ", ".join(
             f"{name}={rate:.2e}"
-            for name, rate in peaks.items()
-            if name == DECODER_GROUP or name.removeprefix(ENCODER_PREFIX) in self.unfreeze_steps
+            for name, rate in self._peak_rates(trainer).items()
+            if name == DECODER_GROUP or name.removeprefix(ENCODER_PREFIX) in rates.unfreeze_steps
         )
         if self.transition_step == step:
             for logger in trainer.loggers:
@@ -502,45 +528,58 @@ class TwoPhaseFinetuning(pl.Callback):
                 )
         rank_zero_info(
             f"finetune: unfroze {', '.join(newly)} at epoch {trainer.current_epoch}, step {step} "
-            f"(phase 2); peak rates {summary}; warm-up {self.resolved_warmup_steps} steps, "
+            f"(phase 2); peak rates {summary}; warm-up {rates.resolved_warmup_steps} steps, "
             f"BatchNorm of unfrozen stages {self.batchnorm.unfrozen_bn}, encoder schedule "
-            f"{self.ramp.encoder_schedule}."
+            f"{rates.ramp.encoder_schedule}."
         )
 
     def _resolve_warmup(self, trainer: pl.Trainer) -> int:
-        if self.ramp.warmup_steps is not None:
-            return int(self.ramp.warmup_steps)
-        if self.ramp.warmup_epochs == 0:
+        ramp = self.rates.ramp
+        if ramp.warmup_steps is not None:
+            return int(ramp.warmup_steps)
+        if ramp.warmup_epochs == 0:
             return 0
         steps_per_epoch = trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)
         if not math.isfinite(steps_per_epoch):  # phase 2 from step 0: no train loader yet
             if not trainer.max_epochs or trainer.max_epochs < 1:
                 raise ConfigError("set finetune.warmup_steps when trainer.max_epochs is not set.")
-            steps_per_epoch = self.total_steps / trainer.max_epochs
-        return max(round(self.ramp.warmup_epochs * steps_per_epoch), self.ramp.min_warmup_steps)
+            steps_per_epoch = self.rates.total_steps / trainer.max_epochs
+        return max(round(ramp.warmup_epochs * steps_per_epoch), ramp.min_warmup_steps)
 
-    def _apply(self, pl_module: pl.LightningModule) -> None:
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Freeze and unfreeze the stages as the rates say, and make every group's rate
+        follow them from the next optimiser step."""
         pl_module.encoder.set_trainable(
-            len(self.unfreeze_steps),
+            len(self.rates.unfreeze_steps),
             frozen_bn=self.batchnorm.frozen_bn,
             unfrozen_bn=self.batchnorm.unfrozen_bn,
         )
+        for config in trainer.lr_scheduler_configs:
+            reapply_lr_lambdas(config.scheduler)
+
+    @staticmethod
+    def _peak_rates(trainer: pl.Trainer) -> dict[str, float]:
+        """Every group's peak rate, as the model's scheduler holds it."""
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        groups = scheduler.optimizer.param_groups
+        return {group["name"]: base for group, base in zip(groups, scheduler.base_lrs, strict=True)}
 
     # ---------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         return {
-            "unfreeze_steps": dict(self.unfreeze_steps),
+            "unfreeze_steps": dict(self.rates.unfreeze_steps),
             "best": self.best,
             "wait": self.wait,
             "transition_epoch": self.transition_epoch,
-            "resolved_warmup_steps": self.resolved_warmup_steps,
+            "resolved_warmup_steps": self.rates.resolved_warmup_steps,
             "last_unfreeze_epoch": self.last_unfreeze_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.unfreeze_steps = dict(state_dict["unfreeze_steps"])
+        # in place: the model holds self.rates
+        self.rates.unfreeze_steps = dict(state_dict["unfreeze_steps"])
+        self.rates.resolved_warmup_steps = state_dict["resolved_warmup_steps"]
         self.best = state_dict["best"]
         self.wait = state_dict["wait"]
         self.transition_epoch = state_dict["transition_epoch"]
-        self.resolved_warmup_steps = state_dict["resolved_warmup_steps"]
         self.last_unfreeze_epoch = state_dict["last_unfreeze_epoch"]

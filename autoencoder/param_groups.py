@@ -3,8 +3,8 @@
 The optimiser always holds the same named parameter groups: ``decoder`` (decoder and
 bottleneck) and one ``encoder.<stage>`` group per encoder stage. Each group has a *peak*
 rate, and at every step its rate is ``peak * multiplier(group, step)``: a frozen group has
-multiplier 0, a warming-up group ramps from 0 to 1. The multipliers come from a
-:class:`RatePolicy`, which the fine-tuning callback implements.
+multiplier 0, a warming-up group ramps from 0 to 1. The model reads both from the one
+:class:`RatePolicy` it holds; the fine-tuning callback replaces it with its own.
 """
 
 from __future__ import annotations
@@ -91,9 +91,17 @@ class RatePolicy(Protocol):
         ``step``."""
         ...
 
+    @property
+    def phase(self) -> int | None:
+        """The fine-tuning phase: 1 while the encoder is frozen, 2 once a stage was unfrozen;
+        ``None`` for a policy without phases."""
+        ...
+
 
 class UniformRates:
     """Without a fine-tuning callback: every group trains at the decoder's rate."""
+
+    phase: int | None = None
 
     def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
         return dict.fromkeys(group_names, decoder_lr)

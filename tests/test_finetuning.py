@@ -106,8 +106,8 @@ def test_the_flat_keys_build_the_groups() -> None:
         encoder_schedule="stlr",
     )
     assert callback.plateau == PlateauRule(patience=3)
-    assert callback.spread == RateSpread(encoder_lr=1e-4, lr_range=(1e-5, 1e-3))
-    assert callback.ramp == EncoderRamp(encoder_schedule="stlr", warmup_steps=7)
+    assert callback.rates.spread == RateSpread(encoder_lr=1e-4, lr_range=(1e-5, 1e-3))
+    assert callback.rates.ramp == EncoderRamp(encoder_schedule="stlr", warmup_steps=7)
     assert callback.batchnorm == BatchNormPolicy(frozen_bn="train")
     assert callback.unfreezing == Unfreezing(gradual=True)
 
@@ -215,7 +215,7 @@ def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identic
     assert len(steps) == 16 and all(s["groups"] == 4 for s in steps)
     assert callback.transition_epoch == 1 and callback.transition_step == 8
     assert [s["phase"] for s in steps] == [1] * 8 + [2] * 8  # fired once, never went back
-    assert callback.unfreeze_steps == {"stem": 8, "layer1": 8, "layer2": 8}
+    assert callback.rates.unfreeze_steps == {"stem": 8, "layer1": 8, "layer2": 8}
 
     for s in steps[:8]:  # phase 1: decoder only, encoder rates 0, BN in eval
         assert s["lr"] == {
@@ -316,7 +316,7 @@ def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
         unfreezing=Unfreezing(gradual=True, gradual_every="epoch"),
     )
     _, recorder, _ = fit(callback, max_epochs=4)
-    assert callback.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
+    assert callback.rates.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
     lr = [s["lr"] for s in recorder.steps]
     assert lr[4]["encoder.layer2"] > 0 and lr[4]["encoder.layer1"] == 0
     assert lr[8]["encoder.layer1"] > 0 and lr[8]["encoder.stem"] == 0
@@ -385,7 +385,8 @@ def test_a_model_without_the_contract_is_refused_naming_what_it_lacks() -> None:
         TwoPhaseFinetuning().setup(trainer, NoEncoderModel(), "fit")
     message = str(error.value)
     lacks = (
-        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, refresh_learning_rates"
+        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, "
+        "rate_policy.peak_rates, rate_policy.multiplier, rate_policy.phase"
     )
     assert f"NoEncoderModel: it lacks {lacks}." in message
     assert "autoencoder.finetuning.FinetunableModel" in message
@@ -487,7 +488,7 @@ def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None
         ramp=EncoderRamp(encoder_schedule="stlr"),
     )
     _, recorder, _ = fit(callback, max_epochs=3)
-    assert callback.transition_step == 4 and callback.total_steps == 12
+    assert callback.transition_step == 4 and callback.rates.total_steps == 12
     for s in recorder.steps[4:]:
         expected = 1e-3 * slanted_triangular(s["step"] - 4, 12 - 4)
         assert s["lr"]["encoder.layer2"] == pytest.approx(expected)
@@ -502,7 +503,7 @@ def test_warmup_in_epochs_lasts_at_least_min_warmup_steps(min_steps: int, expect
         ramp=EncoderRamp(warmup_epochs=1.0, min_warmup_steps=min_steps),
     )
     _, recorder, _ = fit(callback, max_epochs=3)
-    assert callback.resolved_warmup_steps == expected  # one epoch is 4 steps
+    assert callback.rates.resolved_warmup_steps == expected  # one epoch is 4 steps
     for k, s in enumerate(recorder.steps[4:]):
         assert s["lr"]["encoder.layer2"] == pytest.approx(1e-3 * min(1.0, (k + 1) / expected))
 
