@@ -17,13 +17,18 @@ from omegaconf.base import Node
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.strategies import DDPStrategy
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR
 
 
-def sync_scheduler_last_lr(scheduler: LRScheduler) -> None:
-    """Make ``scheduler.get_last_lr()`` report the optimiser's current rates after they were
-    set by hand in the middle of a step (torch keeps them in ``_last_lr``)."""
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+def reapply_lr_lambdas(scheduler: LambdaLR) -> None:
+    """Set every group's rate to ``base_lr * lr_lambda(step)`` at the scheduler's current
+    step now, after what the lambdas read changed in the middle of a step, so the change
+    holds from the next optimiser step; ``get_last_lr()`` then reports the new rates (torch
+    keeps them in ``_last_lr``, which only ``step()`` updates)."""
+    groups = scheduler.optimizer.param_groups
+    for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in groups]
 
 
 def failed_job_exception(job_return: JobReturn) -> BaseException:

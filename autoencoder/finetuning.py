@@ -1,12 +1,14 @@
 """Two-phase fine-tuning: a frozen encoder until the validation loss plateaus, then
 discriminative learning rates across the encoder's stages (ULMFiT, Howard and Ruder 2018).
 
-The callback never adds or removes parameter groups. The model creates one named group per
-encoder stage from the first step; this callback is the model's :class:`RatePolicy`, so it
-decides each group's peak rate and, at every step, its multiplier: 0 while the stage is
-frozen, a linear ramp from 0 to 1 (warm-up) after it is unfrozen, or ULMFiT's slanted
-triangular shape. The rates live in a ``LambdaLR`` scheduler that Lightning steps,
-checkpoints and restores like any other.
+Control flows one way, from the callback to the model. The model follows
+:class:`FinetunableModel`: it builds one named parameter group per encoder stage from the
+first step and sets each group's rate from the :class:`~autoencoder.param_groups.RatePolicy`
+it holds, through a ``LambdaLR`` scheduler that Lightning steps, checkpoints and restores.
+At setup the callback puts its own policy there, a :class:`StagedRates` that it alone
+changes: 0 while a stage is frozen, then a linear ramp from 0 to 1 (warm-up) or ULMFiT's
+slanted triangular shape. When it unfreezes in the middle of a step, the callback
+re-evaluates the trainer's schedulers, so the new rates hold from the next optimiser step.
 
 Freezing happens in ``on_fit_start``, after the strategy wrapped the model: under DDP every
 encoder parameter is registered with the reducer, so unfreezing later needs no re-wrap
@@ -16,29 +18,32 @@ encoder parameter is registered with the reducer, so unfreezing later needs no r
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import pytorch_lightning as pl
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from autoencoder.compat import ddp_finds_unused_parameters
+from autoencoder.compat import ddp_finds_unused_parameters, reapply_lr_lambdas
 from autoencoder.errors import ConfigError, check_choice
+from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
     DECODER_GROUP,
     ENCODER_PREFIX,
     RatePolicy,
+    RateSpread,
     encoder_group,
-    spread_rates,
 )
 
 Mode = Literal["min", "max"]
-BnPolicy = Literal["eval", "train"]
-EncoderSchedule = Literal["constant", "stlr"]
+ScheduleShape = Literal["constant", "stlr"]
 GradualTrigger = Literal["plateau", "epoch"]
 
 
+# ------------------------------------------------------------------------------ contract
 class StagedEncoder(Protocol):
     """The encoder of a :class:`FinetunableModel`."""
 
@@ -48,57 +53,183 @@ class StagedEncoder(Protocol):
         ...
 
     def set_trainable(
-        self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
+        self, num_trainable: int, frozen_bn: BatchNormMode, unfrozen_bn: BatchNormMode
     ) -> None:
         """Make the top ``num_trainable`` stages trainable, freeze the rest (no gradients),
-        and keep the chosen BatchNorm layers in eval mode."""
+        and put the BatchNorm of each kind of stage in ``eval`` or ``train`` mode."""
         ...
 
 
 class FinetunableModel(Protocol):
-    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes.
+    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes; the
+    check at setup names the members a model lacks.
 
-    * ``encoder``: a :class:`StagedEncoder`;
-    * ``rate_policy``: the callback sets itself here; the model's ``configure_optimizers``
-      asks it for every group's peak rate and per-step multiplier (:class:`RatePolicy`);
-    * ``lr``: the decoder's rate, also the top encoder stage's unless ``encoder_lr`` is set;
-    * ``refresh_learning_rates()``: re-evaluate every group's rate now, after the policy
-      changed in the middle of a step.
-
-    :class:`~autoencoder.models.autoencoder.Autoencoder` is one; ``setup`` checks a model
-    for all of it and names what is missing.
+    The model's ``configure_optimizers`` must build one named group per encoder stage
+    (``encoder.<stage>``) and one ``decoder`` group, and set each group's rate at every step
+    from ``rate_policy``, through a ``LambdaLR`` stepped every optimiser step. At setup the
+    callback puts its :class:`StagedRates` in ``rate_policy``; it changes rates through the
+    trainer's schedulers, and the model never calls it.
+    :class:`~autoencoder.models.autoencoder.Autoencoder` is one.
     """
 
     encoder: StagedEncoder
     rate_policy: RatePolicy
-    lr: float
-
-    def refresh_learning_rates(self) -> None: ...
 
 
-# The members of FinetunableModel, as attribute paths for the check in ``setup``.
-_REQUIRED_MEMBERS = (
-    "encoder",
-    "encoder.stage_names",
-    "encoder.set_trainable",
-    "rate_policy",
-    "lr",
-    "refresh_learning_rates",
-)
+_ABSENT = object()
 
 
-def missing_members(model: object) -> list[str]:
-    """The members of :class:`FinetunableModel` that ``model`` lacks."""
+def _protocol_members(protocol: type) -> dict[str, Any]:
+    """The members a Protocol declares, in order, each with its type (``None`` for a
+    method)."""
+    members: dict[str, Any] = dict(typing.get_type_hints(protocol))
+    for name, value in vars(protocol).items():
+        if name.startswith("_") or name in members:
+            continue
+        fget = value.fget if isinstance(value, property) else None
+        members[name] = typing.get_type_hints(fget).get("return") if fget else None
+    return members
+
+
+def _is_protocol(kind: Any) -> bool:
+    return isinstance(kind, type) and Protocol in kind.__bases__
+
+
+def missing_members(obj: object, protocol: type, prefix: str = "") -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks, as attribute paths; members typed
+    with a Protocol are checked down to theirs."""
     missing = []
-    for path in _REQUIRED_MEMBERS:
-        target = model
-        for name in path.split("."):
-            target = getattr(target, name, None)
-        if target is None:
-            missing.append(path)
+    for name, kind in _protocol_members(protocol).items():
+        value = _ABSENT if obj is _ABSENT else getattr(obj, name, _ABSENT)
+        if value is _ABSENT:
+            missing.append(prefix + name)
+        if _is_protocol(kind):
+            missing += missing_members(value, kind, f"{prefix}{name}.")
     return missing
 
 
+# ------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class PlateauRule:
+    """When phase 1 ends (and, in gradual unfreezing, when the next stage unfreezes).
+
+    Attributes:
+        monitor, mode: the metric whose plateau ends phase 1 (logged at validation). A NaN
+            or infinite value is skipped with a warning, never counted as a plateau.
+        patience: validation checks without improvement that make a plateau (``None``:
+            never transition on a plateau).
+        min_delta: the smallest change that counts as an improvement.
+        relative_delta: ``min_delta`` is a fraction of the best value so far.
+        min_frozen_epochs, max_frozen_epochs: bounds on phase 1 in (fractional) epochs;
+            ``max_frozen_epochs=None`` lets phase 1 last until a plateau, however long, and
+            ``0`` starts phase 2 at step 0.
+    """
+
+    monitor: str = "val/loss"
+    mode: Mode = "min"
+    patience: int | None = 1
+    min_delta: float = 0.0
+    relative_delta: bool = False
+    min_frozen_epochs: float = 1.0
+    max_frozen_epochs: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        check_choice("finetune.mode", self.mode, Mode)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"finetune.patience must be >= 1 or null, got {self.patience}.")
+        if self.min_frozen_epochs < 0:
+            raise ConfigError(
+                f"finetune.min_frozen_epochs must be >= 0, got {self.min_frozen_epochs}."
+            )
+        if self.max_frozen_epochs is not None and self.max_frozen_epochs < self.min_frozen_epochs:
+            raise ConfigError(
+                f"finetune.max_frozen_epochs={self.max_frozen_epochs} is below "
+                f"finetune.min_frozen_epochs={self.min_frozen_epochs}."
+            )
+
+    @property
+    def initial_best(self) -> float:
+        """The best value before any check: every finite value improves on it."""
+        return math.inf if self.mode == "min" else -math.inf
+
+
+@dataclass(frozen=True)
+class EncoderRamp:
+    """How the rate of a newly unfrozen stage reaches its peak.
+
+    Attributes:
+        encoder_schedule: ``constant`` (a linear warm-up from 0, then the peak) or ``stlr``
+            (ULMFiT's slanted triangular rates until the end of the run, no warm-up).
+        warmup_steps, warmup_epochs: the length of the warm-up (``warmup_steps`` wins when
+            set; 0 disables).
+        min_warmup_steps: lower bound on a warm-up given in epochs. Adam's moment estimates
+            of a newly unfrozen group start empty, and with few steps per epoch a one-epoch
+            ramp was too short to avoid a drop in validation PSNR (see the README).
+        stlr_cut_frac, stlr_ratio: the slanted triangular shape (ULMFiT: 0.1 and 32).
+    """
+
+    encoder_schedule: ScheduleShape = "constant"
+    warmup_steps: int | None = None
+    warmup_epochs: float = 1.0
+    min_warmup_steps: int = 100
+    stlr_cut_frac: float = 0.1
+    stlr_ratio: float = 32.0
+
+    def __post_init__(self) -> None:
+        check_choice("finetune.encoder_schedule", self.encoder_schedule, ScheduleShape)
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(
+                f"finetune.warmup_steps must be >= 0 or null, got {self.warmup_steps}."
+            )
+        if self.warmup_epochs < 0 or self.min_warmup_steps < 0:
+            raise ConfigError(
+                "finetune.warmup_epochs and finetune.min_warmup_steps must be >= 0, got "
+                f"{self.warmup_epochs} and {self.min_warmup_steps}."
+            )
+        if not 0 < self.stlr_cut_frac <= 1 or self.stlr_ratio < 1:
+            raise ConfigError(
+                "finetune.stlr_cut_frac must be in (0, 1] and finetune.stlr_ratio >= 1, got "
+                f"{self.stlr_cut_frac} and {self.stlr_ratio}."
+            )
+
+
+@dataclass(frozen=True)
+class BatchNormPolicy:
+    """The BatchNorm of encoder stages while the model trains: ``eval`` keeps the
+    pretrained running statistics (the affine weights of unfrozen stages still learn),
+    ``train`` uses batch statistics.
+
+    Attributes:
+        frozen_bn: in frozen stages (all of them in phase 1).
+        unfrozen_bn: in unfrozen stages.
+    """
+
+    frozen_bn: BatchNormMode = "eval"
+    unfrozen_bn: BatchNormMode = "eval"
+
+    def __post_init__(self) -> None:
+        check_choice("finetune.frozen_bn", self.frozen_bn, BatchNormMode)
+        check_choice("finetune.unfrozen_bn", self.unfrozen_bn, BatchNormMode)
+
+
+@dataclass(frozen=True)
+class Unfreezing:
+    """Which stages a transition unfreezes.
+
+    Attributes:
+        gradual: ULMFiT gradual unfreezing: the top stage first, then one more stage per
+            plateau or per epoch (``gradual_every``); otherwise the whole encoder at once.
+        gradual_every: ``plateau`` or ``epoch``.
+    """
+
+    gradual: bool = False
+    gradual_every: GradualTrigger = "plateau"
+
+    def __post_init__(self) -> None:
+        check_choice("finetune.gradual_every", self.gradual_every, GradualTrigger)
+
+
+# --------------------------------------------------------------------- plateaus and rates
 def plateau_update(
     current: float, best: float, wait: int, mode: str, min_delta: float, relative: bool
 ) -> tuple[bool, float, int]:
@@ -121,6 +252,61 @@ def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: floa
     return (1 + progress * (ratio - 1)) / ratio
 
 
+class StagedRates:
+    """The :class:`~autoencoder.param_groups.RatePolicy` of two-phase fine-tuning: every
+    encoder stage at rate 0 until it is unfrozen, then ramped to its peak (``spread``,
+    ``ramp``); the decoder at ``model.lr`` throughout.
+
+    It holds the state the rates depend on, which only :class:`TwoPhaseFinetuning` changes:
+    the stages, the step each one was unfrozen at, the warm-up and the run's length.
+    """
+
+    def __init__(self, spread: RateSpread, ramp: EncoderRamp) -> None:
+        self.spread = spread
+        self.ramp = ramp
+        self.stage_names: list[str] = []
+        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
+        self.resolved_warmup_steps = 0
+        self.total_steps = 0
+
+    @property
+    def phase(self) -> int:
+        """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
+        return 2 if self.unfreeze_steps else 1
+
+    @property
+    def transition_step(self) -> int | None:
+        """The global step at which phase 2 began (``None`` before)."""
+        return min(self.unfreeze_steps.values(), default=None)
+
+    def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
+        stage_rates = self.spread.stage_rates(len(self.stage_names), decoder_lr)
+        peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
+        peaks[DECODER_GROUP] = decoder_lr
+        missing = set(group_names) - set(peaks)
+        if missing:
+            raise ConfigError(f"no learning rate for parameter groups {sorted(missing)}.")
+        return {name: peaks[name] for name in group_names}
+
+    def multiplier(self, group_name: str, step: int) -> float:
+        if group_name == DECODER_GROUP:
+            return 1.0
+        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
+        if start is None or step < start:
+            return 0.0
+        if self.ramp.encoder_schedule == "stlr":
+            return slanted_triangular(
+                step - start,
+                max(1, self.total_steps - start),
+                self.ramp.stlr_cut_frac,
+                self.ramp.stlr_ratio,
+            )
+        if self.resolved_warmup_steps > 0:
+            return min(1.0, (step - start + 1) / self.resolved_warmup_steps)
+        return 1.0
+
+
+# ------------------------------------------------------------------------------ callback
 class TwoPhaseFinetuning(pl.Callback):
     """Freeze the encoder, train the decoder until a plateau, then unfreeze with
     discriminative rates. The other strategies are settings of the same callback:
@@ -129,41 +315,33 @@ class TwoPhaseFinetuning(pl.Callback):
     * ``frozen``: ``patience=None`` and ``max_frozen_epochs=None`` (phase 1 forever);
     * ``epoch``: ``min_frozen_epochs = max_frozen_epochs = N`` with ``patience=None``.
 
-    The model must follow :class:`FinetunableModel`.
-
-    Args:
-        encoder_lr: peak rate of the top encoder stage in phase 2 (``None``: the model's
-            ``lr``, the decoder's rate).
-        factor: each lower stage gets the rate of the stage above divided by this.
-        lr_range: instead, a fastai-style ``[low, high]`` pair spread geometrically
-            from the lowest stage to the top one.
-        rates: instead, one explicit rate per stage, lowest first.
-        monitor, mode: the metric whose plateau ends phase 1 (logged at validation). A NaN
-            or infinite value is skipped with a warning, never counted as a plateau.
-        patience: validation checks without improvement that make a plateau
-            (``None``: never transition on a plateau).
-        min_delta: the smallest change that counts as an improvement.
-        relative_delta: ``min_delta`` is a fraction of the best value so far.
-        min_frozen_epochs, max_frozen_epochs: bounds on phase 1 in (fractional) epochs;
-            ``max_frozen_epochs=None`` lets phase 1 last until a plateau, however long.
-        warmup_steps, warmup_epochs: linear ramp from 0 of each newly unfrozen group
-            (``warmup_steps`` wins when set; 0 disables).
-        min_warmup_steps: lower bound on a warm-up given in epochs. Adam's moment estimates
-            of a newly unfrozen group start empty, and with few steps per epoch a one-epoch
-            ramp was too short to avoid a drop in validation PSNR (see the README).
-        train_bn: let the BatchNorm layers of frozen stages use batch statistics in phase 1
-            (default: eval mode, pretrained running statistics).
-        bn_policy: BatchNorm of unfrozen stages in phase 2: ``eval`` keeps the pretrained
-            statistics (their affine weights still learn), ``train`` uses batch statistics.
-        gradual: ULMFiT gradual unfreezing: the top stage first, one more stage per
-            plateau or per epoch (``gradual_every``).
-        schedule: encoder rates in phase 2: ``constant`` (after warm-up) or ``stlr``
-            (slanted triangular, replaces the warm-up).
-        stlr_cut_frac, stlr_ratio: the slanted triangular shape (ULMFiT: 0.1 and 32).
+    The model must follow :class:`FinetunableModel`. Each argument is one group of options
+    (``None``: its defaults); :meth:`from_flat` takes them as the flat keys of
+    ``conf/finetune``.
     """
 
     def __init__(
         self,
+        plateau: PlateauRule | None = None,
+        spread: RateSpread | None = None,
+        ramp: EncoderRamp | None = None,
+        batchnorm: BatchNormPolicy | None = None,
+        unfreezing: Unfreezing | None = None,
+    ) -> None:
+        super().__init__()
+        self.plateau = plateau or PlateauRule()
+        self.batchnorm = batchnorm or BatchNormPolicy()
+        self.unfreezing = unfreezing or Unfreezing()
+        self.rates = StagedRates(spread or RateSpread(), ramp or EncoderRamp())
+        # With rates.unfreeze_steps, the state that a checkpoint saves and restores:
+        self.best = self.plateau.initial_best
+        self.wait = 0
+        self.transition_epoch: int | None = None
+        self.last_unfreeze_epoch = 0.0
+
+    @classmethod
+    def from_flat(
+        cls,
         encoder_lr: float | None = None,
         factor: float = 2.6,
         lr_range: Sequence[float] | None = None,
@@ -178,99 +356,61 @@ class TwoPhaseFinetuning(pl.Callback):
         warmup_steps: int | None = None,
         warmup_epochs: float = 1.0,
         min_warmup_steps: int = 100,
-        train_bn: bool = False,
-        bn_policy: BnPolicy = "eval",
+        frozen_bn: BatchNormMode = "eval",
+        unfrozen_bn: BatchNormMode = "eval",
         gradual: bool = False,
         gradual_every: GradualTrigger = "plateau",
-        schedule: EncoderSchedule = "constant",
+        encoder_schedule: ScheduleShape = "constant",
         stlr_cut_frac: float = 0.1,
         stlr_ratio: float = 32.0,
-    ) -> None:
-        super().__init__()
-        check_choice("finetune.mode", mode, Mode)
-        check_choice("finetune.bn_policy", bn_policy, BnPolicy)
-        check_choice("finetune.schedule", schedule, EncoderSchedule)
-        check_choice("finetune.gradual_every", gradual_every, GradualTrigger)
-        if patience is not None and patience < 1:
-            raise ConfigError(f"finetune.patience must be >= 1 or null, got {patience}.")
-        if max_frozen_epochs is not None and max_frozen_epochs < min_frozen_epochs:
-            raise ConfigError(
-                f"finetune.max_frozen_epochs={max_frozen_epochs} is below "
-                f"finetune.min_frozen_epochs={min_frozen_epochs}."
-            )
-        self.encoder_lr = encoder_lr
-        self.factor = factor
-        self.lr_range = list(lr_range) if lr_range is not None else None
-        self.rates = list(rates) if rates is not None else None
-        self.monitor = monitor
-        self.mode = mode
-        self.patience = patience
-        self.min_delta = min_delta
-        self.relative_delta = relative_delta
-        self.min_frozen_epochs = min_frozen_epochs
-        self.max_frozen_epochs = max_frozen_epochs
-        self.warmup_steps = warmup_steps
-        self.warmup_epochs = warmup_epochs
-        self.min_warmup_steps = min_warmup_steps
-        self.train_bn = train_bn
-        self.bn_policy = bn_policy
-        self.gradual = gradual
-        self.gradual_every = gradual_every
-        self.schedule = schedule
-        self.stlr_cut_frac = stlr_cut_frac
-        self.stlr_ratio = stlr_ratio
-        self.stage_names: list[str] = []
-        # The state that a checkpoint saves and restores:
-        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
-        self.best = math.inf if mode == "min" else -math.inf
-        self.wait = 0
-        self.transition_epoch: int | None = None
-        self.resolved_warmup_steps = 0
-        self.last_unfreeze_epoch = 0.0
-        self.total_steps = 0
+    ) -> TwoPhaseFinetuning:
+        """The callback from the flat keys users write (``finetune.patience=2``), each
+        documented on its group: :class:`~autoencoder.param_groups.RateSpread`,
+        :class:`PlateauRule`, :class:`EncoderRamp`, :class:`BatchNormPolicy`,
+        :class:`Unfreezing`."""
+        return cls(
+            plateau=PlateauRule(
+                monitor=monitor,
+                mode=mode,
+                patience=patience,
+                min_delta=min_delta,
+                relative_delta=relative_delta,
+                min_frozen_epochs=min_frozen_epochs,
+                max_frozen_epochs=max_frozen_epochs,
+            ),
+            spread=RateSpread(
+                encoder_lr=encoder_lr,
+                factor=factor,
+                lr_range=tuple(lr_range) if lr_range is not None else None,
+                rates=tuple(rates) if rates is not None else None,
+            ),
+            ramp=EncoderRamp(
+                encoder_schedule=encoder_schedule,
+                warmup_steps=warmup_steps,
+                warmup_epochs=warmup_epochs,
+                min_warmup_steps=min_warmup_steps,
+                stlr_cut_frac=stlr_cut_frac,
+                stlr_ratio=stlr_ratio,
+            ),
+            batchnorm=BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn),
+            unfreezing=Unfreezing(gradual=gradual, gradual_every=gradual_every),
+        )
 
     @property
     def phase(self) -> int:
         """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
-        return 2 if self.unfreeze_steps else 1
+        return self.rates.phase
 
     @property
     def transition_step(self) -> int | None:
         """The global step at which phase 2 began (``None`` before)."""
-        return min(self.unfreeze_steps.values(), default=None)
-
-    # ------------------------------------------------------------------ rate policy
-    def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
-        top_rate = decoder_lr if self.encoder_lr is None else self.encoder_lr
-        stage_rates = spread_rates(
-            len(self.stage_names), top_rate, self.factor, self.lr_range, self.rates
-        )
-        peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
-        peaks[DECODER_GROUP] = decoder_lr
-        missing = set(group_names) - set(peaks)
-        if missing:
-            raise ConfigError(f"no learning rate for parameter groups {sorted(missing)}.")
-        return {name: peaks[name] for name in group_names}
-
-    def multiplier(self, group_name: str, step: int) -> float:
-        if group_name == DECODER_GROUP:
-            return 1.0
-        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
-        if start is None or step < start:
-            return 0.0
-        if self.schedule == "stlr":
-            return slanted_triangular(
-                step - start, max(1, self.total_steps - start), self.stlr_cut_frac, self.stlr_ratio
-            )
-        if self.resolved_warmup_steps > 0:
-            return min(1.0, (step - start + 1) / self.resolved_warmup_steps)
-        return 1.0
+        return self.rates.transition_step
 
     # ------------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        missing = missing_members(pl_module)
+        missing = missing_members(pl_module, FinetunableModel)
         if missing:
             raise ConfigError(
                 f"TwoPhaseFinetuning cannot fine-tune {type(pl_module).__name__}: it lacks "
@@ -279,8 +419,8 @@ class TwoPhaseFinetuning(pl.Callback):
                 "autoencoder.models.autoencoder.Autoencoder does), or train it without the "
                 "finetune callback."
             )
-        self.stage_names = list(pl_module.encoder.stage_names)
-        pl_module.rate_policy = self
+        self.rates.stage_names = list(pl_module.encoder.stage_names)
+        pl_module.rate_policy = self.rates
         strategy = trainer.strategy
         if isinstance(strategy, DDPStrategy) and not ddp_finds_unused_parameters(strategy):
             raise ConfigError(
@@ -290,11 +430,10 @@ class TwoPhaseFinetuning(pl.Callback):
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
-        if self.phase == 1 and self.max_frozen_epochs == 0:
+        self.rates.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
+        if self.phase == 1 and self.plateau.max_frozen_epochs == 0:
             self._unfreeze(trainer, pl_module, at_start=True)
-        self._apply(pl_module)
-        pl_module.refresh_learning_rates()
+        self._apply(trainer, pl_module)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -307,7 +446,7 @@ class TwoPhaseFinetuning(pl.Callback):
         if self._all_unfrozen():
             return
         epochs_done = self._epochs_done(trainer)
-        if self.phase == 2 and self.gradual_every == "epoch":
+        if self.phase == 2 and self.unfreezing.gradual_every == "epoch":
             decision = epochs_done - self.last_unfreeze_epoch >= 1
         else:
             decision = self._plateau_decision(trainer, epochs_done)
@@ -320,33 +459,34 @@ class TwoPhaseFinetuning(pl.Callback):
 
         A NaN or infinite value is skipped: it changes neither the best value nor the wait.
         """
-        value = trainer.callback_metrics.get(self.monitor)
+        rule = self.plateau
+        value = trainer.callback_metrics.get(rule.monitor)
         if value is None:
             available = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise ConfigError(
-                f"finetune.monitor={self.monitor!r} was not logged at validation "
+                f"finetune.monitor={rule.monitor!r} was not logged at validation "
                 f"(logged: {available}). Set finetune.monitor to one of them."
             )
         frozen = self.phase == 1
-        if frozen and self.max_frozen_epochs is not None and epochs_done >= self.max_frozen_epochs:
+        if frozen and rule.max_frozen_epochs is not None and epochs_done >= rule.max_frozen_epochs:
             return True
         value = float(value)
         if not math.isfinite(value):
             rank_zero_warn(
-                f"finetune: {self.monitor} is {value} at epoch {trainer.current_epoch}, step "
+                f"finetune: {rule.monitor} is {value} at epoch {trainer.current_epoch}, step "
                 f"{trainer.global_step}; skipped, not counted towards a plateau."
             )
             return False
         _, self.best, self.wait = plateau_update(
-            value, self.best, self.wait, self.mode, self.min_delta, self.relative_delta
+            value, self.best, self.wait, rule.mode, rule.min_delta, rule.relative_delta
         )
-        if frozen and epochs_done < self.min_frozen_epochs:
+        if frozen and epochs_done < rule.min_frozen_epochs:
             return False
-        return self.patience is not None and self.wait >= self.patience
+        return rule.patience is not None and self.wait >= rule.patience
 
     # -------------------------------------------------------------------- mechanics
     def _all_unfrozen(self) -> bool:
-        return len(self.unfreeze_steps) == len(self.stage_names)
+        return len(self.rates.unfreeze_steps) == len(self.rates.stage_names)
 
     def _epochs_done(self, trainer: pl.Trainer) -> float:
         batches = trainer.num_training_batches
@@ -358,27 +498,24 @@ class TwoPhaseFinetuning(pl.Callback):
     def _unfreeze(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_start: bool = False
     ) -> None:
+        rates = self.rates
         step = trainer.global_step
         if self.phase == 1:
             self.transition_epoch = 0 if at_start else trainer.current_epoch
-            self.resolved_warmup_steps = self._resolve_warmup(trainer)
-        still_frozen = [s for s in reversed(self.stage_names) if s not in self.unfreeze_steps]
-        newly = still_frozen[:1] if self.gradual else still_frozen
+            rates.resolved_warmup_steps = self._resolve_warmup(trainer)
+        still_frozen = [s for s in reversed(rates.stage_names) if s not in rates.unfreeze_steps]
+        newly = still_frozen[:1] if self.unfreezing.gradual else still_frozen
         for stage in newly:
-            self.unfreeze_steps[stage] = step
-        self.best = math.inf if self.mode == "min" else -math.inf
+            rates.unfreeze_steps[stage] = step
+        self.best = self.plateau.initial_best
         self.wait = 0
         if at_start:
             return
-        self._apply(pl_module)
-        pl_module.refresh_learning_rates()
-        peaks = self.peak_rates(
-            [DECODER_GROUP, *(encoder_group(s) for s in self.stage_names)], pl_module.lr
-        )
+        self._apply(trainer, pl_module)
         summary = ", ".join(
             f"{name}={rate:.2e}"
-            for name, rate in peaks.items()
-            if name == DECODER_GROUP or name.removeprefix(ENCODER_PREFIX) in self.unfreeze_steps
+            for name, rate in self._peak_rates(trainer).items()
+            if name == DECODER_GROUP or name.removeprefix(ENCODER_PREFIX) in rates.unfreeze_steps
         )
         if self.transition_step == step:
             for logger in trainer.loggers:
@@ -391,44 +528,58 @@ class TwoPhaseFinetuning(pl.Callback):
                 )
         rank_zero_info(
             f"finetune: unfroze {', '.join(newly)} at epoch {trainer.current_epoch}, step {step} "
-            f"(phase 2); peak rates {summary}; warm-up {self.resolved_warmup_steps} steps, "
-            f"BatchNorm {self.bn_policy}, encoder schedule {self.schedule}."
+            f"(phase 2); peak rates {summary}; warm-up {rates.resolved_warmup_steps} steps, "
+            f"BatchNorm of unfrozen stages {self.batchnorm.unfrozen_bn}, encoder schedule "
+            f"{rates.ramp.encoder_schedule}."
         )
 
     def _resolve_warmup(self, trainer: pl.Trainer) -> int:
-        if self.warmup_steps is not None:
-            return int(self.warmup_steps)
-        if self.warmup_epochs == 0:
+        ramp = self.rates.ramp
+        if ramp.warmup_steps is not None:
+            return int(ramp.warmup_steps)
+        if ramp.warmup_epochs == 0:
             return 0
         steps_per_epoch = trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)
         if not math.isfinite(steps_per_epoch):  # phase 2 from step 0: no train loader yet
             if not trainer.max_epochs or trainer.max_epochs < 1:
                 raise ConfigError("set finetune.warmup_steps when trainer.max_epochs is not set.")
-            steps_per_epoch = self.total_steps / trainer.max_epochs
-        return max(round(self.warmup_epochs * steps_per_epoch), self.min_warmup_steps)
+            steps_per_epoch = self.rates.total_steps / trainer.max_epochs
+        return max(round(ramp.warmup_epochs * steps_per_epoch), ramp.min_warmup_steps)
 
-    def _apply(self, pl_module: pl.LightningModule) -> None:
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Freeze and unfreeze the stages as the rates say, and make every group's rate
+        follow them from the next optimiser step."""
         pl_module.encoder.set_trainable(
-            len(self.unfreeze_steps),
-            frozen_bn_eval=not self.train_bn,
-            trainable_bn_eval=self.bn_policy == "eval",
+            len(self.rates.unfreeze_steps),
+            frozen_bn=self.batchnorm.frozen_bn,
+            unfrozen_bn=self.batchnorm.unfrozen_bn,
         )
+        for config in trainer.lr_scheduler_configs:
+            reapply_lr_lambdas(config.scheduler)
+
+    @staticmethod
+    def _peak_rates(trainer: pl.Trainer) -> dict[str, float]:
+        """Every group's peak rate, as the model's scheduler holds it."""
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        groups = scheduler.optimizer.param_groups
+        return {group["name"]: base for group, base in zip(groups, scheduler.base_lrs, strict=True)}
 
     # ---------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         return {
-            "unfreeze_steps": dict(self.unfreeze_steps),
+            "unfreeze_steps": dict(self.rates.unfreeze_steps),
             "best": self.best,
             "wait": self.wait,
             "transition_epoch": self.transition_epoch,
-            "resolved_warmup_steps": self.resolved_warmup_steps,
+            "resolved_warmup_steps": self.rates.resolved_warmup_steps,
             "last_unfreeze_epoch": self.last_unfreeze_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.unfreeze_steps = dict(state_dict["unfreeze_steps"])
+        # in place: the model holds self.rates
+        self.rates.unfreeze_steps = dict(state_dict["unfreeze_steps"])
+        self.rates.resolved_warmup_steps = state_dict["resolved_warmup_steps"]
         self.best = state_dict["best"]
         self.wait = state_dict["wait"]
         self.transition_epoch = state_dict["transition_epoch"]
-        self.resolved_warmup_steps = state_dict["resolved_warmup_steps"]
         self.last_unfreeze_epoch = state_dict["last_unfreeze_epoch"]

@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, encoder = _build_data_and_encoder(cfg)
     model: Autoencoder = build_model(cfg, encoder)
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
-    if cfg.encoder.get("weights") is None and finetuning.max_frozen_epochs != 0:
+    if cfg.encoder.get("weights") is None and finetuning.plateau.max_frozen_epochs != 0:
         log.warning(
             "encoder.weights=null with a frozen phase: the decoder first trains on a frozen, "
             "randomly initialised encoder. To train from scratch, use finetune=full."

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from autoencoder.cli import run_job
+from autoencoder.cli import exit_on_renamed_keys, run_job
 from autoencoder.train import optimized_value, train
 
 
@@ -14,4 +14,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    exit_on_renamed_keys()
     main()

@@ -23,7 +23,7 @@ class RankProbe(pl.Callback):
             "world_size": trainer.world_size,
             "phase": finetuning.phase,
             "transition_step": finetuning.transition_step,
-            "unfreeze_steps": finetuning.unfreeze_steps,
+            "unfreeze_steps": finetuning.rates.unfreeze_steps,
             "lrs": [g["lr"] for g in trainer.optimizers[0].param_groups],
             "encoder_sum": float(encoder.double().sum()),
             "encoder_abs_sum": float(encoder.double().abs().sum()),

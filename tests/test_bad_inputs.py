@@ -307,6 +307,17 @@ CASES = [
         "In 'train': Could not find 'data/imagenet'\n\nAvailable options in 'data':\n"
         "\tarrays\n\tcifar10\n\tcifar100\n\tfolder\n\tstl10\n\tsynthetic\n...",
     ),
+    # -- learning rates -------------------------------------------------------------------------
+    Case(
+        "model-lr-not-positive",  # also the top encoder stage's rate: named as the user set it
+        lambda i: cli_train(i, "model.lr=-1"),
+        "error: model.lr must be > 0, got -1.",
+    ),
+    Case(
+        "encoder-lr-negative",
+        lambda i: cli_train(i, "finetune.encoder_lr=-1"),
+        "error: finetune.encoder_lr must be >= 0, or null to follow model.lr; got -1.",
+    ),
     # -- sizes ----------------------------------------------------------------------------------
     Case(
         "depth-too-large",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -12,13 +13,18 @@ from torch.optim.lr_scheduler import LambdaLR
 from autoencoder import compat
 
 
-def test_sync_scheduler_last_lr_reports_rates_set_by_hand() -> None:
+def test_reapply_lr_lambdas_sets_and_reports_the_rates_at_the_current_step() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = LambdaLR(optimizer, lambda step: 1.0)
-    optimizer.param_groups[0]["lr"] = 0.025
-    assert scheduler.get_last_lr() == [0.1]
-    compat.sync_scheduler_last_lr(scheduler)
-    assert scheduler.get_last_lr() == [0.025]
+    factor = {"value": 1.0}
+    scheduler = LambdaLR(optimizer, lambda step: factor["value"] * (step + 1))
+    optimizer.step()
+    scheduler.step()  # step 1: 0.1 * 2
+    factor["value"] = 0.125  # changed mid-step
+    assert scheduler.get_last_lr() == [pytest.approx(0.2)]
+    compat.reapply_lr_lambdas(scheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert scheduler.get_last_lr() == [pytest.approx(0.025)]
+    assert scheduler.last_epoch == 1  # the step count is unchanged
 
 
 def test_failed_job_exception_reads_it_without_printing(capsys) -> None:

@@ -24,7 +24,8 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
-from autoencoder.callbacks import ReconstructionImages
+from autoencoder.callbacks import EMAWeights, ReconstructionImages
+from autoencoder.cli import renamed_key_errors
 from autoencoder.compat import ddp_finds_unused_parameters
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.data import (
@@ -180,6 +181,12 @@ def checkpoints_and_grids(built: dict[str, Any]) -> None:
     assert ReconstructionImages in kinds and LearningRateMonitor in kinds
 
 
+def averages_the_weights(built: dict[str, Any]) -> None:
+    checkpoints_and_grids(built)
+    averages = [c for c in built["trainer"].callbacks if isinstance(c, EMAWeights)]
+    assert len(averages) == 1
+
+
 def runs_one_batch(built: dict[str, Any]) -> None:
     trainer = built["trainer"]
     assert trainer.fast_dev_run == 1 and trainer.limit_train_batches == 1
@@ -233,6 +240,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("trainer", "gpu"): trainer_is(CPUAccelerator, "bf16-mixed"),  # accelerator set to cpu
     ("trainer", "ddp"): uses_ddp_with_unused_parameters,
     ("callbacks", "default"): checkpoints_and_grids,
+    ("callbacks", "ema"): averages_the_weights,
     ("logger", "wandb"): logs_with(WandbLogger),
     ("logger", "csv"): logs_with(CSVLogger),
     ("logger", "none"): logs_with(None),
@@ -390,6 +398,45 @@ def test_typo_on_the_command_line_fails_before_anything_runs(tmp_path) -> None:
     assert "did you mean 'factor'?" in errors[1]
     assert "CIFAR-10" not in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_renamed_key_on_the_command_line_names_the_new_one(tmp_path) -> None:
+    result = run_script(
+        "train.py", "experiment=smoke", "finetune.train_bn=true", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: finetune.train_bn was renamed to finetune.frozen_bn: "
+        "write finetune.frozen_bn=train."
+    ]
+    assert not any(tmp_path.iterdir())  # stopped before Hydra made the run's folder
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        (
+            "+finetune.bn_policy=train",
+            "finetune.bn_policy was renamed to finetune.unfrozen_bn: "
+            "write finetune.unfrozen_bn=train.",
+        ),
+        (
+            "finetune.schedule=stlr,constant",
+            "finetune.schedule was renamed to "
+            "finetune.encoder_schedule: write finetune.encoder_schedule=stlr,constant.",
+        ),
+        (
+            "finetune.train_bn=false",
+            "finetune.train_bn was renamed to finetune.frozen_bn: write finetune.frozen_bn=eval.",
+        ),
+        ("~finetune.train_bn", "finetune.train_bn was renamed to finetune.frozen_bn."),
+        ("finetune.factor=2", None),
+    ],
+)
+def test_renamed_keys_are_reported_with_the_override_to_write(override, error) -> None:
+    assert renamed_key_errors([override]) == ([error] if error else [])
 
 
 FAKE_SBATCH = """#!/bin/sh

@@ -14,31 +14,41 @@ from torch import nn
 
 from autoencoder.data import SyntheticDataModule
 from autoencoder.errors import ConfigError
-from autoencoder.finetuning import TwoPhaseFinetuning, plateau_update, slanted_triangular
+from autoencoder.finetuning import (
+    BatchNormPolicy,
+    EncoderRamp,
+    PlateauRule,
+    TwoPhaseFinetuning,
+    Unfreezing,
+    plateau_update,
+    slanted_triangular,
+)
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
-from autoencoder.param_groups import spread_rates
+from autoencoder.param_groups import RateSpread
 from autoencoder.train import train
 
 # ------------------------------------------------------------------------ rate spreads
 
 
 def test_factor_spread_divides_each_lower_stage() -> None:
-    rates = spread_rates(5, top_lr=1e-3, factor=2.6)
+    rates = RateSpread(encoder_lr=1e-3, factor=2.6).stage_rates(5, decoder_lr=1.0)
     assert rates[-1] == pytest.approx(1e-3)
     for lower, upper in itertools.pairwise(rates):
         assert upper / lower == pytest.approx(2.6)
-    assert spread_rates(3, top_lr=1e-3, factor=1.0) == pytest.approx([1e-3] * 3)
+    assert RateSpread(factor=1.0).stage_rates(3, decoder_lr=1e-3) == pytest.approx([1e-3] * 3)
 
 
 def test_geometric_pair_and_explicit_list() -> None:
-    assert spread_rates(3, lr_range=(1e-5, 1e-3)) == pytest.approx([1e-5, 1e-4, 1e-3])
-    assert spread_rates(1, lr_range=(1e-5, 1e-3)) == pytest.approx([1e-3])
-    assert spread_rates(2, top_lr=1.0, rates=[0.1, 0.2]) == [0.1, 0.2]
+    pair = RateSpread(lr_range=(1e-5, 1e-3))
+    assert pair.stage_rates(3, decoder_lr=1.0) == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert pair.stage_rates(1, decoder_lr=1.0) == pytest.approx([1e-3])
+    explicit = RateSpread(encoder_lr=1.0, rates=(0.1, 0.2))
+    assert explicit.stage_rates(2, decoder_lr=1.0) == [0.1, 0.2]
     with pytest.raises(ConfigError, match="one rate per stage"):
-        spread_rates(3, rates=[0.1, 0.2])
+        explicit.stage_rates(3, decoder_lr=1.0)
     with pytest.raises(ConfigError, match="low <= high"):
-        spread_rates(3, lr_range=(1e-3, 1e-5))
+        RateSpread(lr_range=(1e-3, 1e-5))
 
 
 # -------------------------------------------------------------------- plateau detection
@@ -74,11 +84,32 @@ def test_slanted_triangular_shape() -> None:
     assert values[-1] == pytest.approx(1 / 32)
 
 
-def test_invalid_options_fail_at_construction() -> None:
-    with pytest.raises(ConfigError, match="bn_policy"):
-        TwoPhaseFinetuning(bn_policy="frozen")
+def test_invalid_options_fail_at_construction_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"finetune\.unfrozen_bn='frozen' is invalid"):
+        TwoPhaseFinetuning.from_flat(unfrozen_bn="frozen")
     with pytest.raises(ConfigError, match="max_frozen_epochs=1 is below"):
-        TwoPhaseFinetuning(min_frozen_epochs=2, max_frozen_epochs=1)
+        TwoPhaseFinetuning.from_flat(min_frozen_epochs=2, max_frozen_epochs=1)
+    with pytest.raises(ConfigError, match=r"finetune\.encoder_schedule='cosine' is invalid"):
+        EncoderRamp(encoder_schedule="cosine")
+    with pytest.raises(ConfigError, match=r"finetune\.encoder_lr must be >= 0"):
+        RateSpread(encoder_lr=-1.0)
+
+
+def test_the_flat_keys_build_the_groups() -> None:
+    callback = TwoPhaseFinetuning.from_flat(
+        encoder_lr=1e-4,
+        lr_range=[1e-5, 1e-3],
+        patience=3,
+        warmup_steps=7,
+        frozen_bn="train",
+        gradual=True,
+        encoder_schedule="stlr",
+    )
+    assert callback.plateau == PlateauRule(patience=3)
+    assert callback.rates.spread == RateSpread(encoder_lr=1e-4, lr_range=(1e-5, 1e-3))
+    assert callback.rates.ramp == EncoderRamp(encoder_schedule="stlr", warmup_steps=7)
+    assert callback.batchnorm == BatchNormPolicy(frozen_bn="train")
+    assert callback.unfreezing == Unfreezing(gradual=True)
 
 
 # --------------------------------------------------------------------------- freezing
@@ -94,7 +125,7 @@ def batchnorms(module: nn.Module) -> list[nn.BatchNorm2d]:
 
 def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
     model = tiny_model()
-    model.encoder.set_trainable(0, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.encoder.set_trainable(0, frozen_bn="eval", unfrozen_bn="train")
     model.train()  # must not switch the frozen BatchNorm back to training
     assert all(not bn.training for bn in batchnorms(model.encoder))
     assert all(bn.training for bn in batchnorms(model.decoder))
@@ -102,7 +133,7 @@ def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
     assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.decoder.parameters())
 
-    model.encoder.set_trainable(1, frozen_bn_eval=True, trainable_bn_eval=False)
+    model.encoder.set_trainable(1, frozen_bn="eval", unfrozen_bn="train")
     model.train()
     model.zero_grad(set_to_none=True)
     model(torch.rand(2, 3, 32, 32)).mean().backward()
@@ -114,7 +145,7 @@ def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
 
 def test_bn_options_train_frozen_bn_and_eval_trainable_bn() -> None:
     model = tiny_model()
-    model.encoder.set_trainable(1, frozen_bn_eval=False, trainable_bn_eval=True)
+    model.encoder.set_trainable(1, frozen_bn="train", unfrozen_bn="eval")
     model.train()
     assert all(bn.training for bn in batchnorms(model.encoder.stages["stem"]))
     assert all(not bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
@@ -175,19 +206,16 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identical() -> None:
     callback = TwoPhaseFinetuning(
-        encoder_lr=1e-3,
-        factor=2.0,
-        patience=None,
-        min_frozen_epochs=2,
-        max_frozen_epochs=2,
-        warmup_steps=4,
+        plateau=PlateauRule(patience=None, min_frozen_epochs=2, max_frozen_epochs=2),
+        spread=RateSpread(encoder_lr=1e-3, factor=2.0),
+        ramp=EncoderRamp(warmup_steps=4),
     )
     model, recorder, initial = fit(callback, max_epochs=4)
     steps = recorder.steps
     assert len(steps) == 16 and all(s["groups"] == 4 for s in steps)
     assert callback.transition_epoch == 1 and callback.transition_step == 8
     assert [s["phase"] for s in steps] == [1] * 8 + [2] * 8  # fired once, never went back
-    assert callback.unfreeze_steps == {"stem": 8, "layer1": 8, "layer2": 8}
+    assert callback.rates.unfreeze_steps == {"stem": 8, "layer1": 8, "layer2": 8}
 
     for s in steps[:8]:  # phase 1: decoder only, encoder rates 0, BN in eval
         assert s["lr"] == {
@@ -205,7 +233,7 @@ def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identic
     for s in steps[12:]:
         for name, peak in peaks.items():
             assert s["lr"][name] == pytest.approx(peak)
-    assert not any(steps[-1]["encoder_bn_training"])  # bn_policy eval in phase 2 too
+    assert not any(steps[-1]["encoder_bn_training"])  # unfrozen_bn eval in phase 2 too
 
     # encoder (weights and BN statistics) bit-identical through phase 1, changed in phase 2
     assert same(recorder.encoder_after_epoch[1], initial)
@@ -244,7 +272,9 @@ class GraphProbe(pl.Callback):
 
 def test_phase_one_runs_the_encoder_without_a_graph_and_gives_it_no_gradients() -> None:
     probe = GraphProbe()
-    callback = TwoPhaseFinetuning(patience=None, max_frozen_epochs=2, warmup_steps=0)
+    callback = TwoPhaseFinetuning(
+        plateau=PlateauRule(patience=None, max_frozen_epochs=2), ramp=EncoderRamp(warmup_steps=0)
+    )
     pl.seed_everything(0)
     model = tiny_model()
     trainer = pl.Trainer(
@@ -268,7 +298,8 @@ def test_phase_one_runs_the_encoder_without_a_graph_and_gives_it_no_gradients() 
 def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
     # min_delta=1 makes every check after the first a non-improvement: a plateau
     callback = TwoPhaseFinetuning(
-        patience=1, min_delta=1.0, min_frozen_epochs=1, max_frozen_epochs=None, warmup_steps=0
+        plateau=PlateauRule(patience=1, min_delta=1.0, min_frozen_epochs=1, max_frozen_epochs=None),
+        ramp=EncoderRamp(warmup_steps=0),
     )
     _, recorder, _ = fit(callback, max_epochs=2, val_check_interval=0.5)
     # validations after 2 and 4 steps; the one at 1.0 epochs (step 4) is the first allowed
@@ -279,16 +310,13 @@ def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
 
 def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
     callback = TwoPhaseFinetuning(
-        factor=2.0,
-        patience=None,
-        min_frozen_epochs=1,
-        max_frozen_epochs=1,
-        warmup_steps=0,
-        gradual=True,
-        gradual_every="epoch",
+        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
+        spread=RateSpread(factor=2.0),
+        ramp=EncoderRamp(warmup_steps=0),
+        unfreezing=Unfreezing(gradual=True, gradual_every="epoch"),
     )
     _, recorder, _ = fit(callback, max_epochs=4)
-    assert callback.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
+    assert callback.rates.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
     lr = [s["lr"] for s in recorder.steps]
     assert lr[4]["encoder.layer2"] > 0 and lr[4]["encoder.layer1"] == 0
     assert lr[8]["encoder.layer1"] > 0 and lr[8]["encoder.stem"] == 0
@@ -296,7 +324,7 @@ def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
 
 
 def test_monitor_that_is_never_logged_is_reported() -> None:
-    callback = TwoPhaseFinetuning(monitor="val/typo", max_frozen_epochs=None)
+    callback = TwoPhaseFinetuning(PlateauRule(monitor="val/typo", max_frozen_epochs=None))
     with pytest.raises(ConfigError, match=r"finetune.monitor='val/typo' .* val/loss"):
         fit(callback, max_epochs=1)
 
@@ -320,11 +348,10 @@ def test_a_nan_monitored_value_is_skipped_not_counted_as_a_plateau(
     """The probe never improves, so the second finite value is a plateau (patience 1); NaN
     values in between must change neither the best value nor the wait."""
     callback = TwoPhaseFinetuning(
-        monitor="val/probe",
-        patience=1,
-        min_frozen_epochs=0,
-        max_frozen_epochs=None,
-        warmup_steps=0,
+        plateau=PlateauRule(
+            monitor="val/probe", patience=1, min_frozen_epochs=0, max_frozen_epochs=None
+        ),
+        ramp=EncoderRamp(warmup_steps=0),
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -358,7 +385,8 @@ def test_a_model_without_the_contract_is_refused_naming_what_it_lacks() -> None:
         TwoPhaseFinetuning().setup(trainer, NoEncoderModel(), "fit")
     message = str(error.value)
     lacks = (
-        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, refresh_learning_rates"
+        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, "
+        "rate_policy.peak_rates, rate_policy.multiplier, rate_policy.phase"
     )
     assert f"NoEncoderModel: it lacks {lacks}." in message
     assert "autoencoder.finetuning.FinetunableModel" in message
@@ -455,15 +483,12 @@ def test_the_shipped_two_phase_schedule_step_by_step(
 
 def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None:
     callback = TwoPhaseFinetuning(
-        encoder_lr=1e-3,
-        factor=2.0,
-        patience=None,
-        min_frozen_epochs=1,
-        max_frozen_epochs=1,
-        schedule="stlr",
+        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
+        spread=RateSpread(encoder_lr=1e-3, factor=2.0),
+        ramp=EncoderRamp(encoder_schedule="stlr"),
     )
     _, recorder, _ = fit(callback, max_epochs=3)
-    assert callback.transition_step == 4 and callback.total_steps == 12
+    assert callback.transition_step == 4 and callback.rates.total_steps == 12
     for s in recorder.steps[4:]:
         expected = 1e-3 * slanted_triangular(s["step"] - 4, 12 - 4)
         assert s["lr"]["encoder.layer2"] == pytest.approx(expected)
@@ -474,33 +499,27 @@ def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None
 @pytest.mark.parametrize(("min_steps", "expected"), [(2, 4), (6, 6)])
 def test_warmup_in_epochs_lasts_at_least_min_warmup_steps(min_steps: int, expected: int) -> None:
     callback = TwoPhaseFinetuning(
-        patience=None,
-        min_frozen_epochs=1,
-        max_frozen_epochs=1,
-        warmup_epochs=1.0,
-        min_warmup_steps=min_steps,
+        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
+        ramp=EncoderRamp(warmup_epochs=1.0, min_warmup_steps=min_steps),
     )
     _, recorder, _ = fit(callback, max_epochs=3)
-    assert callback.resolved_warmup_steps == expected  # one epoch is 4 steps
+    assert callback.rates.resolved_warmup_steps == expected  # one epoch is 4 steps
     for k, s in enumerate(recorder.steps[4:]):
         assert s["lr"]["encoder.layer2"] == pytest.approx(1e-3 * min(1.0, (k + 1) / expected))
 
 
-@pytest.mark.parametrize(("train_bn", "bn_policy"), [(False, "train"), (True, "eval")])
+@pytest.mark.parametrize(("frozen_bn", "unfrozen_bn"), [("eval", "train"), ("train", "eval")])
 def test_bn_modes_follow_the_policy_through_a_transition_at_validation(
-    train_bn: bool, bn_policy: str
+    frozen_bn: str, unfrozen_bn: str
 ) -> None:
     # The transition happens at the end of a validation, while the model is in eval mode:
     # the new BatchNorm modes must hold once training resumes, in every later epoch.
     callback = TwoPhaseFinetuning(
-        patience=None,
-        min_frozen_epochs=1,
-        max_frozen_epochs=1,
-        warmup_steps=2,
-        train_bn=train_bn,
-        bn_policy=bn_policy,
+        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
+        ramp=EncoderRamp(warmup_steps=2),
+        batchnorm=BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn),
     )
     _, recorder, _ = fit(callback, max_epochs=3)
     modes = [set(s["encoder_bn_training"]) for s in recorder.steps]
-    assert all(m == {train_bn} for m in modes[:4])  # phase 1: frozen BN follows train_bn
-    assert all(m == {bn_policy == "train"} for m in modes[4:])  # phase 2: bn_policy
+    assert all(m == {frozen_bn == "train"} for m in modes[:4])  # phase 1: frozen_bn
+    assert all(m == {unfrozen_bn == "train"} for m in modes[4:])  # phase 2: unfrozen_bn

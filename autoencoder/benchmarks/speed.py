@@ -155,9 +155,7 @@ def bare_loop(
         cfg.model.channels_last = channels_last
     model: Autoencoder = build_model(cfg).to(device)
     stages = len(model.encoder.stage_names)
-    model.encoder.set_trainable(
-        0 if frozen else stages, frozen_bn_eval=True, trainable_bn_eval=False
-    )
+    model.encoder.set_trainable(0 if frozen else stages, frozen_bn="eval", unfrozen_bn="train")
     model.train()
     groups = model.parameter_groups()
     for group in groups:

@@ -17,7 +17,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from autoencoder.compat import sync_scheduler_last_lr
 from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
@@ -81,8 +80,9 @@ class Autoencoder(pl.LightningModule):
             ``stage_reductions`` (a ``functools.partial`` of :class:`Decoder` from Hydra).
         latent_channels: channels of the latent map; the latent has
             ``latent_channels * (H / reduction) * (W / reduction)`` floats per image.
-        lr: the decoder's (and bottleneck's) learning rate. The encoder stages' rates are
-            set by the fine-tuning callback; without one, every group trains at ``lr``.
+        lr: the decoder's (and bottleneck's) learning rate. The encoder stages' rates come
+            from :attr:`rate_policy`, which the fine-tuning callback sets; without one, every
+            group trains at ``lr``.
         optimizer: builds the optimiser from the parameter groups (default AdamW).
         scheduler: global learning-rate shape over the run: ``constant``, ``cosine`` or
             ``linear`` decay, or ``onecycle`` (warm-up, then cosine decay).
@@ -126,6 +126,8 @@ class Autoencoder(pl.LightningModule):
         nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
         super().__init__()
+        if not lr > 0:  # also NaN
+            raise ConfigError(f"model.lr must be > 0, got {lr}.")
         if latent_channels < 1:
             raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
         check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
@@ -163,6 +165,7 @@ class Autoencoder(pl.LightningModule):
         self.channels_last = channels_last
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
+        # Every group's peak rate and per-step multiplier; the fine-tuning callback replaces it.
         self.rate_policy: RatePolicy = UniformRates()
         self.bottleneck_info: dict[str, float] = {}
         self.train_metrics = _metrics("train/")
@@ -279,8 +282,8 @@ class Autoencoder(pl.LightningModule):
         )
 
     def phase_description(self) -> str:
-        """The fine-tuning phase for messages, from the fine-tuning callback if there is one."""
-        phase = getattr(self.rate_policy, "phase", None)
+        """The fine-tuning phase for messages, as the rate policy tells it."""
+        phase = self.rate_policy.phase
         if phase is None:
             return "no fine-tuning phases"
         state = "encoder frozen" if phase == 1 else "encoder unfrozen"
@@ -323,23 +326,14 @@ class Autoencoder(pl.LightningModule):
 
     def _multiplier_fn(self, name: str, total_steps: float) -> Callable[[int], float]:
         # Plain closures: LambdaLR leaves functions out of its state dict, and the policy's
-        # own state is saved by the callback that owns it.
+        # own state is saved by whoever owns it (the fine-tuning callback). The policy is
+        # read at every step, so the callback may replace it after this ran.
         def multiplier(step: int) -> float:
             return self.rate_policy.multiplier(name, step) * schedule_multiplier(
                 self.scheduler_name, step, total_steps
             )
 
         return multiplier
-
-    def refresh_learning_rates(self) -> None:
-        """Re-evaluate every group's rate now, after the rate policy changed mid-step."""
-        scheduler = self.lr_schedulers()
-        step = scheduler.last_epoch
-        for group, base, fn in zip(
-            scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * fn(step)
-        sync_scheduler_last_lr(scheduler)
 
     # ------------------------------------------------------------------ checkpoints
     def architecture(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchvision
@@ -40,6 +40,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
 # Classifier parts that an encoder never keeps.
 _HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
+# BatchNorm of a stage while the model trains: pretrained statistics, or batch statistics.
+BatchNormMode = Literal["eval", "train"]
 
 
 def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
@@ -271,7 +273,7 @@ class Encoder(nn.Module):
         return self.reductions[-1]
 
     def set_trainable(
-        self, num_trainable: int, frozen_bn_eval: bool, trainable_bn_eval: bool
+        self, num_trainable: int, frozen_bn: BatchNormMode, unfrozen_bn: BatchNormMode
     ) -> None:
         """Make the top ``num_trainable`` stages trainable and freeze the rest.
 
@@ -281,9 +283,9 @@ class Encoder(nn.Module):
 
         Args:
             num_trainable: how many stages, counted from the top, learn.
-            frozen_bn_eval: keep BatchNorm of frozen stages in eval mode (pretrained
-                running statistics) even when the model is in training mode.
-            trainable_bn_eval: the same for the BatchNorm of trainable stages.
+            frozen_bn: the BatchNorm of frozen stages in training mode: ``eval`` keeps the
+                pretrained running statistics, ``train`` uses batch statistics.
+            unfrozen_bn: the same for the BatchNorm of trainable stages.
         """
         if not 0 <= num_trainable <= len(self.stages):
             raise ConfigError(f"num_trainable={num_trainable} must be in 0 .. {len(self.stages)}")
@@ -293,7 +295,7 @@ class Encoder(nn.Module):
         for index, (name, stage) in enumerate(self.stages.items()):
             frozen = index < num_frozen
             stage.requires_grad_(not frozen)
-            if (frozen and frozen_bn_eval) or (not frozen and trainable_bn_eval):
+            if (frozen_bn if frozen else unfrozen_bn) == "eval":
                 self._bn_eval.add(name)
         self.train(self.training)
 
