@@ -54,6 +54,18 @@ class ResumableCSVLogger(CSVLogger):
         return super().experiment
 
 
+def machine_description() -> str:
+    """The machine a run trained on, for result tables: the GPU, or the CPU's core count."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cores = os.cpu_count() or 0
+    return f"{cores}-core {platform.machine()} CPU, torch {torch.__version__.split('+')[0]}"
+
+
 def wandb_credentials_available() -> bool:
     """True when ``wandb login`` stored a key or ``WANDB_API_KEY`` is set."""
     if os.environ.get("WANDB_API_KEY"):

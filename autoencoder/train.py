@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -20,7 +20,7 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.distributed import relaunchable_job
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
-from autoencoder.loggers import finish_loggers, run_config
+from autoencoder.loggers import finish_loggers, machine_description, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.runs import build_model
@@ -92,7 +92,7 @@ def _fit_and_test(
             # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        fit_seconds = time.perf_counter() - started
+        fit_seconds = fit_wall_time(callbacks, time.perf_counter() - started)
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         # read before testing: loading the best checkpoint also restores callback states
         transition_epoch, transition_step = finetuning.transition_epoch, finetuning.transition_step
@@ -108,12 +108,21 @@ def _fit_and_test(
             "transition_step": transition_step,
             "best_ckpt": best_ckpt,
             "fit_seconds": round(fit_seconds, 2),
+            "epochs": trainer.current_epoch,
+            "machine": machine_description(),
             cfg.optimized_metric: float(optimized) if optimized is not None else None,
         }
         failed = False
     finally:
         finish_loggers(loggers, failed)
     return trainer, summary
+
+
+def fit_wall_time(callbacks: list[Callback], this_process: float) -> float:
+    """Seconds spent fitting: Lightning's ``Timer`` keeps them in the checkpoints, so a
+    resumed run counts every part; without one, this process's fit."""
+    timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+    return timer.time_elapsed("train") if timer is not None else this_process
 
 
 def best_checkpoint(callbacks: list[Callback]) -> str | None:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
@@ -37,6 +37,7 @@ from autoencoder.data import (
     SyntheticDataModule,
 )
 from autoencoder.errors import ConfigError
+from autoencoder.loggers import ResumableCSVLogger
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import ResidualBlock
 from autoencoder.models.encoders import ENCODERS
@@ -242,7 +243,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("callbacks", "default"): checkpoints_and_grids,
     ("callbacks", "ema"): averages_the_weights,
     ("logger", "wandb"): logs_with(WandbLogger),
-    ("logger", "csv"): logs_with(CSVLogger),
+    ("logger", "csv"): logs_with(ResumableCSVLogger),
     ("logger", "none"): logs_with(None),
     ("debug", "fast"): runs_one_batch,
     ("paths", "default"): downloads_into_data,
