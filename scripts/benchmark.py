@@ -7,7 +7,8 @@
                                          [--target-classes 5 6 7 8 9] [--classifier-weights PT]
                                          [--probe-train-images 10000] [--from] [OVERRIDES ...]
     python scripts/benchmark.py quality  --data-dir DIR [--floats 64 256 1024] [--epochs 20]
-                                         [--config NAME=OVERRIDES ...] [--from] [OVERRIDES ...]
+                                         [--config NAME=OVERRIDES ...] [--full] [--from]
+                                         [OVERRIDES ...]
 
 OVERRIDES are Hydra overrides of scripts/train.py (for example encoder.depth=2), applied to
 every run of the part. Training runs go under --runs, tables and figures under --output;
@@ -84,6 +85,11 @@ def main() -> None:
         metavar="NAME=OVERRIDES",
         help='a named config to compare, e.g. --config "old=encoder.depth=4" (repeatable)',
     )
+    quality_part.add_argument(
+        "--full",
+        action="store_true",
+        help="one resumable run per size on the whole training split, with learning curves",
+    )
     quality_part.add_argument("--from", dest="summarise_only", action="store_true")
 
     for part in (speed_part, transfer_part, quality_part):
@@ -139,7 +145,15 @@ def main() -> None:
             name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
             for name, text in named.items()
         }
-        quality.run(configs, args.floats, args.epochs, args.output, train=not args.summarise_only)
+        part = quality.run_full if args.full else quality.run
+        part(
+            configs,
+            args.floats,
+            args.epochs,
+            args.runs,
+            args.output,
+            train=not args.summarise_only,
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,18 @@ def arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def benchmark(out: Path, part: str, arrays: Path, *args: str):
-    """``scripts/benchmark.py --output OUT PART --data-dir ARRAYS ARGS...``"""
-    return run_script("benchmark.py", "--output", str(out), part, "--data-dir", str(arrays), *args)
+    """``scripts/benchmark.py --output OUT --runs OUT PART --data-dir ARRAYS ARGS...``"""
+    return run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "--runs",
+        str(out),
+        part,
+        "--data-dir",
+        str(arrays),
+        *args,
+    )
 
 
 # ------------------------------------------------------------------------------ tables
@@ -311,3 +321,47 @@ def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
         )
         assert metrics["latent_floats"] in (64, 256)
     assert float(rows[2]["PSNR (dB)"]) == pytest.approx(23.62, abs=0.01)
+
+
+@pytest.mark.slow  # three trainings and an evaluation, a fresh interpreter each
+def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
+    arrays: Path, tmp_path: Path
+) -> None:
+    out, runs = tmp_path / "tables", tmp_path / "runs"
+
+    def quality_full(*args: str):
+        result = run_script(
+            "benchmark.py",
+            "--output",
+            str(out),
+            "--runs",
+            str(runs),
+            "quality",
+            "--data-dir",
+            str(arrays),
+            "--full",
+            "--floats",
+            "64",
+            "--config",
+            "small=" + " ".join(SMALL_MODEL),
+            *args,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return list(csv.DictReader((out / "quality_full.csv").open()))
+
+    (row,) = quality_full("--epochs", "1")
+    assert (row["floats"], row["epochs"], row["status"]) == ("64", "1", "finished")
+    assert row["train images"] == "86"  # 96 minus the validation tenth
+    assert float(row["wall time (h)"]) > 0 and "torch" in row["machine"]
+
+    run = runs / "quality_full" / "small" / "64"
+    (run / "metrics.json").unlink()  # as if the session had ended during the run
+    (row,) = quality_full("--epochs", "1", "--from")
+    assert (row["epochs"], row["status"]) == ("1", "stopped (last.ckpt)")
+    evaluated = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert float(row["PSNR (dB)"]) == pytest.approx(evaluated["test/psnr"], abs=1e-3)
+
+    (row,) = quality_full("--epochs", "2")  # resumes from last.ckpt
+    assert (row["epochs"], row["status"]) == ("2", "finished")
+    assert "ckpt_path=" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert (out / "quality_full_curves.png").stat().st_size > 0

@@ -5,6 +5,12 @@ Each named config is trained at every latent size by one multirun of ``scripts/t
 from the job folders, so ``--from`` can summarise finished runs again. PCA with as many
 components as the latent has floats, fitted on the same training split, is the linear
 baseline: the best a linear autoencoder of that size can do.
+
+``full=True`` is the full-data mode: each latent size is one run of ``scripts/train.py``
+in ``<runs>/quality_full/<name>/<floats>/``, long enough that it may outlive a session: a
+run with a ``last.ckpt`` but no ``metrics.json`` is resumed from it, and ``--from`` reads
+runs as they stand (a stopped run's test figures come from evaluating its ``last.ckpt``).
+The learning curves (validation PSNR per epoch, PCA's test PSNR across) go to a figure.
 """
 
 from __future__ import annotations
@@ -151,13 +157,24 @@ class Result:
     val_psnr: list[float]
 
 
+def val_curve(run: Path) -> list[float]:
+    """Validation PSNR after each epoch of a run (the last value logged for an epoch, so a
+    resumed run's log reads as one curve)."""
+    with (run / "csv" / "metrics.csv").open(newline="") as file:
+        per_epoch = {
+            int(row["epoch"]): float(row["val/psnr"])
+            for row in csv.DictReader(file)
+            if row.get("val/psnr")
+        }
+    return [per_epoch[epoch] for epoch in sorted(per_epoch)]
+
+
 def read_results(name: str, folder: Path) -> list[Result]:
     results = []
     for metrics_file in sorted(folder.glob("*/metrics.json")):
         metrics = json.loads(metrics_file.read_text())
         config = OmegaConf.load(metrics_file.parent / ".hydra" / "config.yaml")
-        with (metrics_file.parent / "csv" / "metrics.csv").open(newline="") as file:
-            curve = [float(row["val/psnr"]) for row in csv.DictReader(file) if row.get("val/psnr")]
+        curve = val_curve(metrics_file.parent)
         floats = int(metrics["latent_floats"])
         channels = config.model.latent_channels
         side = math.isqrt(floats // channels)
@@ -207,24 +224,23 @@ def run(
     configs: dict[str, list[str]],
     floats: Sequence[int],
     epochs: int,
+    runs: Path,
     output: Path,
     train: bool = True,
 ) -> Table:
-    """Train (unless ``train`` is false) each config at each latent size, fit PCA, and write
-    ``quality.csv`` and ``quality.md``."""
+    """Train (unless ``train`` is false) each config at each latent size under ``runs``, fit
+    PCA, and write ``quality.csv`` and ``quality.md`` into ``output``."""
     first = next(iter(configs.values()))
     for name, overrides in configs.items():
         layout = latent_layout(overrides)
         channels = [c for c in map(layout.channels, floats) if c is not None]
         if train and channels:
-            command = sweep_command(name, overrides, channels, epochs, output)
+            command = sweep_command(name, overrides, channels, epochs, runs)
             print("$", " ".join(command[1:]), flush=True)
             subprocess.run(command, check=True)
-    results = [
-        result for name in configs for result in read_results(name, output / "quality" / name)
-    ]
+    results = [result for name in configs for result in read_results(name, runs / "quality" / name)]
     if not results:
-        raise SystemExit(f"no finished runs under {output / 'quality'}")
+        raise SystemExit(f"no finished runs under {runs / 'quality'}")
     train_images, test_images = split_images(first)
     pca = pca_baseline(train_images, test_images, sorted({r.floats for r in results}))
     table = Table(
@@ -291,4 +307,189 @@ def run(
         "second half of the run would reach it ('> N': beyond 100 times the budget).",
     ]
     table.write(output, "quality")
+    return table
+
+
+# ----------------------------------------------------------------------- full-data mode
+@dataclass
+class FullRun:
+    """A full-data run as it stands: finished, or stopped after ``epochs`` epochs."""
+
+    config: str
+    latent: str
+    floats: int
+    train_images: int
+    epochs: int
+    finished: bool
+    mse: float
+    psnr: float
+    ssim: float
+    fit_seconds: float
+    machine: str
+    val_psnr: list[float]
+
+
+def full_run_command(overrides: Sequence[str], channels: int, epochs: int, folder: Path):
+    """``scripts/train.py`` for one latent size, resumed from ``last.ckpt`` when there is one."""
+    last = folder / "checkpoints" / "last.ckpt"
+    return [
+        sys.executable,
+        str(SCRIPT),
+        *overrides,
+        "logger=csv",
+        f"trainer.max_epochs={epochs}",
+        "trainer.enable_progress_bar=false",
+        f"model.latent_channels={channels}",
+        f"hydra.run.dir={folder}",
+        *([f"ckpt_path={last}"] if last.is_file() else []),
+    ]
+
+
+def _evaluate_last(folder: Path) -> dict[str, Any]:
+    """Test metrics of a stopped run's ``last.ckpt`` (evaluated again when it is newer)."""
+    last, out = folder / "checkpoints" / "last.ckpt", folder / "evaluation"
+    metrics_file = out / "metrics.json"
+    if not metrics_file.is_file() or metrics_file.stat().st_mtime < last.stat().st_mtime:
+        evaluate = SCRIPT.with_name("evaluate.py")
+        command = [
+            sys.executable,
+            str(evaluate),
+            f"ckpt_path={last}",
+            "probe=false",
+            f"hydra.run.dir={out}",
+        ]
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True)
+    return json.loads(metrics_file.read_text())
+
+
+def _timer_seconds(checkpoint: Path) -> float:
+    """The fit's wall time so far, from the ``Timer`` state a checkpoint keeps."""
+    from autoencoder.checkpointing import read_checkpoint
+
+    states = read_checkpoint(checkpoint).get("callbacks", {})
+    timer = next((v for k, v in states.items() if k.startswith("Timer")), {})
+    return float(timer.get("time_elapsed", {}).get("train", math.nan))
+
+
+def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
+    """A full-data run folder as it stands; ``None`` before its first epoch ended."""
+    if not (folder / "checkpoints" / "last.ckpt").is_file():
+        return None
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    curve = val_curve(folder)
+    finished = (folder / "metrics.json").is_file()
+    if finished:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        seconds, machine = metrics.get("fit_seconds", math.nan), metrics.get("machine", "")
+    else:
+        metrics = _evaluate_last(folder)
+        seconds = _timer_seconds(folder / "checkpoints" / "last.ckpt")
+        machine = ""
+    floats = int(folder.name)  # <runs>/quality_full/<name>/<floats>
+    channels = config.model.latent_channels
+    side = math.isqrt(floats // channels)
+    return FullRun(
+        config=name,
+        latent=f"{channels} x {side} x {side}",
+        floats=floats,
+        train_images=train_images,
+        epochs=len(curve),
+        finished=finished,
+        mse=metrics["test/mse"],
+        psnr=metrics["test/psnr"],
+        ssim=metrics["test/ssim"],
+        fit_seconds=seconds,
+        machine=machine,
+        val_psnr=curve,
+    )
+
+
+def run_full(
+    configs: dict[str, list[str]],
+    floats: Sequence[int],
+    epochs: int,
+    runs: Path,
+    output: Path,
+    train: bool = True,
+) -> Table:
+    """The full-data mode: train (unless ``train`` is false) or resume each config at each
+    latent size, then write ``quality_full.csv``/``.md`` and ``quality_full_curves.png``."""
+    first = next(iter(configs.values()))
+    for name, overrides in configs.items():
+        layout = latent_layout(overrides)
+        for size in floats:
+            channels = layout.channels(size)
+            folder = runs / "quality_full" / name / str(size)
+            if train and channels is not None and not (folder / "metrics.json").is_file():
+                command = full_run_command(overrides, channels, epochs, folder)
+                print("$", " ".join(command[1:]), flush=True)
+                subprocess.run(command, check=True)
+    train_images, test_images = split_images(first)
+    found = [
+        read_full_run(name, runs / "quality_full" / name / str(size), len(train_images))
+        for name in configs
+        for size in floats
+    ]
+    results = [result for result in found if result is not None]
+    if not results:
+        raise SystemExit(f"no runs under {runs / 'quality_full'}")
+    pca = pca_baseline(train_images, test_images, sorted({r.floats for r in results}))
+    table = Table(
+        title=f"quality, full data: test set, {len(train_images)} training images",
+        columns=(
+            "config",
+            "latent",
+            "floats",
+            "train images",
+            "epochs",
+            "status",
+            "test MSE",
+            "PSNR (dB)",
+            "SSIM",
+            "wall time (h)",
+            "machine",
+            "PCA PSNR (dB)",
+            "PSNR - PCA (dB)",
+        ),
+        formats={
+            "test MSE": 5,
+            "PSNR (dB)": 2,
+            "PCA PSNR (dB)": 2,
+            "PSNR - PCA (dB)": 2,
+            "wall time (h)": 2,
+        },
+    )
+    for result in sorted(results, key=lambda r: (r.floats, r.config)):
+        table.add(
+            **{
+                "config": result.config,
+                "latent": result.latent,
+                "floats": result.floats,
+                "train images": result.train_images,
+                "epochs": result.epochs,
+                "status": "finished" if result.finished else "stopped (last.ckpt)",
+                "test MSE": result.mse,
+                "PSNR (dB)": result.psnr,
+                "SSIM": result.ssim,
+                "wall time (h)": result.fit_seconds / 3600,
+                "machine": result.machine or "-",
+                "PCA PSNR (dB)": pca[result.floats]["psnr"],
+                "PSNR - PCA (dB)": result.psnr - pca[result.floats]["psnr"],
+            }
+        )
+    table.notes = [
+        "PCA: fitted on the same training split, as many components as latent floats.",
+        "stopped: the run's last.ckpt, evaluated on the test set (scripts/evaluate.py); the "
+        "run resumes from it with the same command.",
+    ]
+    table.write(output, "quality_full")
+    from autoencoder.benchmarks.plots import quality_curves
+
+    curves: dict[int, dict[str, list[float]]] = {}
+    for result in results:
+        curves.setdefault(result.floats, {})[f"{result.config} ({result.latent})"] = result.val_psnr
+    quality_curves(
+        curves, {size: pca[size]["psnr"] for size in curves}, output / "quality_full_curves.png"
+    )
     return table
