@@ -34,7 +34,6 @@ from autoencoder.runs import (
     data_config,
     load_autoencoder,
     load_run_config,
-    memory_format,
     pick_device,
     prepare_datamodule,
     sequential_loader,
@@ -185,7 +184,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
         for split, dataset in datasets.items():
             position = 0
             for images, labels in sequential_loader(dataset, datamodule):
-                batch = images.to(device).contiguous(memory_format=memory_format(model))
+                batch = images.to(device).contiguous(memory_format=model.memory_format)
                 # flatten follows the logical C, H, W order whatever the memory layout
                 start = len(rows)
                 latents[start : start + len(images)] = (

@@ -34,7 +34,6 @@ from autoencoder.runs import (
     data_config,
     load_autoencoder,
     load_run_config,
-    memory_format,
     pick_device,
     prepare_datamodule,
     sequential_loader,
@@ -126,7 +125,7 @@ class _TestPass:
 
 def reconstruct(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     """Float reconstructions in the default memory layout, which torchmetrics needs."""
-    return model(images.contiguous(memory_format=memory_format(model))).float().contiguous()
+    return model(images.contiguous(memory_format=model.memory_format)).float().contiguous()
 
 
 def _test_pass(

@@ -139,7 +139,3 @@ def pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def memory_format(model: Autoencoder) -> torch.memory_format:
-    return torch.channels_last if model.channels_last else torch.contiguous_format

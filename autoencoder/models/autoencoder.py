@@ -22,6 +22,7 @@ from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.models.memory_format import conv_memory_format
 from autoencoder.param_groups import (
     DECODER_GROUP,
     RatePolicy,
@@ -168,8 +169,7 @@ class Autoencoder(pl.LightningModule):
         self.train_metrics = _metrics("train/")
         self.val_metrics = _metrics("val/")
         self.test_metrics = _metrics("test/")
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.to(memory_format=self.memory_format)
 
     # ----------------------------------------------------------------- shape bookkeeping
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
@@ -221,6 +221,11 @@ class Autoencoder(pl.LightningModule):
         self.train()
 
     # ------------------------------------------------------------------------- forward
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout inputs are given in: the one the weights are in."""
+        return conv_memory_format(self.channels_last)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.latent_activation(self.bottleneck(self.encoder(images)))
 
@@ -231,8 +236,7 @@ class Autoencoder(pl.LightningModule):
         self, batch: Any, metrics: MetricCollection, stage: str, with_metrics: bool = True
     ) -> torch.Tensor | None:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        reconstruction = self(images.contiguous(memory_format=memory_format))
+        reconstruction = self(images.contiguous(memory_format=self.memory_format))
         loss = self.loss(reconstruction.float(), images)
         training = stage == "train"
         if training and not self._loss_is_finite(loss):

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import IMAGENET_MEAN, IMAGENET_STD, check_encoder_name
+from autoencoder.models.memory_format import conv_memory_format
 from autoencoder.param_groups import Schedule, schedule_multiplier
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -93,7 +94,7 @@ class Classifier(pl.LightningModule):
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_name = scheduler
         self.label_smoothing = label_smoothing
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = conv_memory_format(channels_last)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -1,0 +1,10 @@
+"""The memory layout the models run their convolutions in."""
+
+from __future__ import annotations
+
+import torch
+
+
+def conv_memory_format(channels_last: bool) -> torch.memory_format:
+    """Channels-last (faster convolutions on CPU and on tensor cores) or the default layout."""
+    return torch.channels_last if channels_last else torch.contiguous_format
