@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,55 @@ def test_a_3x3_tanh_bottleneck_keeps_the_latent_size_and_bounds_it(tmp_path: Pat
         torch.testing.assert_close(exported(images), latent)
     with pytest.raises(ConfigError, match="bottleneck_kernel_size must be 1 or 3"):
         Autoencoder(Encoder("resnet18", weights=None, depth=2), bottleneck_kernel_size=5)
+
+
+def test_weights_saved_when_the_bottleneck_was_a_bare_conv_still_load(tmp_path: Path) -> None:
+    """Checkpoints and exported encoders written before :class:`Bottleneck` existed: the
+    model held the conv as ``bottleneck`` and its activation beside it, and the sidecar of
+    an exported encoder had no small-image options."""
+    old = nn.Module()
+    old.encoder = Encoder("resnet18", weights=None, depth=2)
+    old.bottleneck = nn.Conv2d(64, 4, kernel_size=3, padding=1)
+    old.latent_activation = nn.Tanh()
+    old.decoder = Decoder(4, old.encoder.out_channels, old.encoder.reductions)
+    model = Autoencoder(
+        Encoder("resnet18", weights=None, depth=2),
+        latent_channels=4,
+        bottleneck_kernel_size=3,
+        bottleneck_activation="tanh",
+    )
+    model.load_state_dict(old.state_dict())  # strict: the same names and shapes
+    images = torch.rand(2, 3, 32, 32)
+    old.eval(), model.eval()
+    with torch.no_grad():
+        expected = old.latent_activation(old.bottleneck(old.encoder(images)))
+        torch.testing.assert_close(model.encode(images), expected)
+
+    exported = tmp_path / "old_encoder.pt"
+    torch.save(
+        {k: v for k, v in old.state_dict().items() if k.startswith(("encoder.", "bottleneck."))},
+        exported,
+    )
+    sidecar = {"name": "resnet18", "depth": 2, "latent_channels": 4, "normalize": True}
+    sidecar |= {"bottleneck_kernel_size": 3, "bottleneck_activation": "tanh"}
+    exported.with_suffix(".json").write_text(json.dumps(sidecar))
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(exported)(images), expected)
+
+
+def test_the_exported_encoder_keeps_the_encoder_options_for_small_images(tmp_path: Path) -> None:
+    encoder = Encoder("resnet18", weights=None, depth=3, stem_pool=False, input_scale=2)
+    model = Autoencoder(encoder, latent_channels=8, bottleneck_activation="relu").eval()
+    meta = json.loads(export_encoder(model, tmp_path / "encoder.pt").read_text())
+    assert (meta["stem_pool"], meta["input_scale"], meta["reduction"]) == (False, 2, 2)
+    exported = load_encoder(tmp_path / "encoder.pt")
+    assert (exported.encoder.stem_pool, exported.encoder.input_scale) == (False, 2)
+    assert exported.encoder.reductions == model.encoder.reductions == [1, 1, 2]
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        latent = exported(images)
+        assert latent.shape == (2, 8, 16, 16)
+        torch.testing.assert_close(latent, model.encode(images))
 
 
 # ---------------------------------------------------------------------- perceptual loss

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MetricCollection
@@ -20,6 +19,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 from autoencoder.compat import sync_scheduler_last_lr
 from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
+from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.models.memory_format import conv_memory_format
@@ -35,12 +35,6 @@ from autoencoder.param_groups import (
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
 NonfiniteAction = Literal["stop", "skip"]
-LatentActivation = Literal["none", "relu", "tanh"]
-LATENT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "none": nn.Identity,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-}
 # The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
 # first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
 DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
@@ -127,29 +121,20 @@ class Autoencoder(pl.LightningModule):
         nonfinite_loss: NonfiniteAction = "stop",
     ) -> None:
         super().__init__()
-        if latent_channels < 1:
-            raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
         check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
         check_choice("model.scheduler", scheduler, Schedule)
-        check_choice("model.bottleneck_activation", bottleneck_activation, LatentActivation)
-        if bottleneck_kernel_size not in (1, 3):
-            raise ConfigError(
-                f"model.bottleneck_kernel_size must be 1 or 3, got {bottleneck_kernel_size}."
-            )
         if train_metrics_every_n_steps is not None and train_metrics_every_n_steps < 1:
             raise ConfigError(
                 "model.train_metrics_every_n_steps must be >= 1 or null, got "
                 f"{train_metrics_every_n_steps}."
             )
         self.encoder = encoder
-        self.bottleneck = nn.Conv2d(
+        self.bottleneck = Bottleneck(
             encoder.out_channels[-1],
             latent_channels,
             kernel_size=bottleneck_kernel_size,
-            padding=bottleneck_kernel_size // 2,
+            activation=bottleneck_activation,
         )
-        self.bottleneck_activation = bottleneck_activation
-        self.latent_activation = LATENT_ACTIVATIONS[bottleneck_activation]()
         self.decoder = decoder(
             latent_channels=latent_channels,
             stage_channels=encoder.out_channels,
@@ -227,7 +212,7 @@ class Autoencoder(pl.LightningModule):
         return conv_memory_format(self.channels_last)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.latent_activation(self.bottleneck(self.encoder(images)))
+        return self.bottleneck(self.encoder(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(images))
@@ -356,7 +341,7 @@ class Autoencoder(pl.LightningModule):
             "encoder.input_scale": self.encoder.input_scale,
             "model.latent_channels": self.latent_channels,
             "model.bottleneck_kernel_size": self.bottleneck.kernel_size[0],
-            "model.bottleneck_activation": self.bottleneck_activation,
+            "model.bottleneck_activation": self.bottleneck.activation_name,
             **self.decoder.settings(),
             "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
         }
