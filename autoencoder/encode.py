@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from autoencoder.checkpointing import read_state_dict
@@ -30,15 +30,7 @@ from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import ENCODER_PREFIX
-from autoencoder.runs import (
-    checkpoint_file,
-    data_config,
-    load_autoencoder,
-    load_run_config,
-    pick_device,
-    prepare_datamodule,
-    sequential_loader,
-)
+from autoencoder.runs import load_run, sequential_loader
 
 log = logging.getLogger(__name__)
 
@@ -168,21 +160,12 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     :func:`export_encoder`).
     """
     splits = _splits(str(cfg.split))
-    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
-    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
-    device = pick_device(cfg.get("device"))
-    model = load_autoencoder(ckpt_path, run_cfg)
+    run = load_run(cfg)
+    model, datamodule = run.model, run.datamodule
     export = None
     if cfg.get("export_encoder"):
         export = Path(cfg.export_encoder).expanduser()
         log.info("encoder exported to %s (sidecar %s)", export, export_encoder(model, export))
-    model.to(device)
-
-    data = data_config(cfg, run_cfg)
-    with open_dict(data):  # every image as it is: no training augmentation
-        data.random_crop = False
-        data.horizontal_flip = False
-    datamodule = prepare_datamodule(data)
     latent_shape = model.latent_shape(*datamodule.image_shape[-2:])
     latent_floats = int(np.prod(latent_shape))
     datasets = {split: getattr(datamodule, f"{split}_set") for split in splits}
@@ -199,7 +182,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
         for split, dataset in datasets.items():
             position = 0
             for images, labels in sequential_loader(dataset, datamodule):
-                batch = images.to(device).contiguous(memory_format=model.memory_format)
+                batch = images.to(run.device).contiguous(memory_format=model.memory_format)
                 # flatten follows the logical C, H, W order whatever the memory layout
                 start = len(rows)
                 latents[start : start + len(images)] = (
@@ -216,7 +199,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
         writer.writerow(["row", "split", "source", "label"])
         writer.writerows(rows)
     summary = {
-        "ckpt_path": str(ckpt_path.absolute()),
+        "ckpt_path": str(run.ckpt_path.absolute()),
         "splits": list(splits),
         "num_images": total,
         "latent_shape": list(latent_shape),

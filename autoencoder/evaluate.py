@@ -29,15 +29,7 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
-from autoencoder.runs import (
-    checkpoint_file,
-    data_config,
-    load_autoencoder,
-    load_run_config,
-    pick_device,
-    prepare_datamodule,
-    sequential_loader,
-)
+from autoencoder.runs import load_run, sequential_loader
 
 log = logging.getLogger(__name__)
 
@@ -204,15 +196,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``num_worst`` images with the highest per-image MSE, highest first, with their test
     index and MSE).
     """
-    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
-    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
-    device = pick_device(cfg.get("device"))
-    model = load_autoencoder(ckpt_path, run_cfg).to(device)
-    datamodule = prepare_datamodule(data_config(cfg, run_cfg))
-    model.latent_shape(*datamodule.image_shape[-2:])  # a clear error for unfit image sizes
+    run = load_run(cfg)
+    model, datamodule, device = run.model, run.datamodule, run.device
     classifier = None
     if cfg.get("classifier_weights"):
-        name = cfg.get("classifier_name") or run_cfg.encoder.name
+        name = cfg.get("classifier_name") or run.config.encoder.name
         classifier = load_classifier(cfg.classifier_weights, name).to(device)
 
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
@@ -222,7 +210,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     grid.save(output_dir / "reconstructions.png")
     worst = _save_worst(model, datamodule, result.mse, int(cfg.num_worst), output_dir)
     summary: dict[str, Any] = {
-        "ckpt_path": str(ckpt_path.absolute()),
+        "ckpt_path": str(run.ckpt_path.absolute()),
         "classifier_weights": cfg.get("classifier_weights"),
         "num_images": len(result.mse),
         **result.metrics,

@@ -223,16 +223,16 @@ def test_missing_run_config_names_the_path_and_the_override(
 def test_data_is_the_runs_unless_replaced_or_edited(run: TrainedRun, tmp_path: Path) -> None:
     run_cfg = load_run_config(run.ckpt)
     ckpt = f"ckpt_path={run.ckpt}"
-    default = data_config(compose_job("evaluate", ckpt, output_dir=tmp_path), run_cfg)
+    default = data_config(compose_job("evaluate", ckpt, output_dir=tmp_path).get("data"), run_cfg)
     assert default == run_cfg.data
 
     edited = data_config(
-        compose_job("evaluate", ckpt, "+data.batch_size=8", output_dir=tmp_path), run_cfg
+        compose_job("evaluate", ckpt, "+data.batch_size=8", output_dir=tmp_path).data, run_cfg
     )
     assert edited.batch_size == 8 and edited.path == run_cfg.data.path
 
     replaced = data_config(
-        compose_job("evaluate", ckpt, "data=cifar10", output_dir=tmp_path), run_cfg
+        compose_job("evaluate", ckpt, "data=cifar10", output_dir=tmp_path).data, run_cfg
     )
     assert replaced._target_.endswith("CIFAR10DataModule")
     assert replaced.root == "data"  # ${paths.data_dir} resolves in the evaluation config
