@@ -29,12 +29,10 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
+from autoencoder.models.encoders import HEAD_PREFIXES
 from autoencoder.runs import load_run, sequential_loader
 
 log = logging.getLogger(__name__)
-
-# torchvision classifier heads: ResNet ``fc``, VGG ``classifier.6``.
-_HEAD_PREFIXES = ("fc.", "classifier.")
 
 
 # ------------------------------------------------------------------------ the classifier
@@ -53,7 +51,7 @@ def load_classifier(path: str, name: str) -> Classifier:
     heads = [
         value
         for key, value in (state.items() if isinstance(state, Mapping) else ())
-        if key.startswith(_HEAD_PREFIXES)
+        if key.startswith(HEAD_PREFIXES)
         and key.endswith(".weight")
         and isinstance(value, torch.Tensor)
         and value.ndim == 2

@@ -35,8 +35,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Checkpoint wrappers whose prefixes are stripped when loading a state dict file.
 _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
-# Classifier parts that an encoder never keeps.
-_HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
+# The classifier head of a torchvision network, which an encoder never keeps: ResNet's
+# ``avgpool`` and ``fc``, VGG's ``avgpool`` and ``classifier`` (its last layer
+# ``classifier.6``).
+HEAD_PREFIXES = ("avgpool.", "fc.", "classifier.")
 
 
 def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
@@ -356,8 +358,8 @@ def load_backbone_state_dict(
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{source} does not hold a state dict (got {type(loaded).__name__}).")
     state_dict = {_strip_prefixes(key): value for key, value in loaded.items()}
-    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
-    given = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_PREFIXES)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    given = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES)}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     mismatched = sorted(
