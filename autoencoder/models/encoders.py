@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoencoder.checkpointing import read_state_dict
-from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -330,8 +330,8 @@ def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str
         except (urllib.error.URLError, OSError, RuntimeError) as error:
             raise ResourceUnavailableError(
                 f"could not download the ImageNet weights of {name} ({weights_enum.url}): "
-                f"{_reason(error)}. Either connect once so torchvision caches them, pass a local "
-                f"state dict with encoder.weights=PATH (e.g. one made by "
+                f"{error_summary(error)}. Either connect once so torchvision caches them, pass a "
+                f"local state dict with encoder.weights=PATH (e.g. one made by "
                 f"scripts/pretrain_encoder.py), or train from scratch with encoder.weights=null."
             ) from None
         load_backbone_state_dict(net, state_dict, source=weights_enum.url, name=name)
@@ -394,8 +394,3 @@ def _strip_prefixes(key: str) -> str:
                 key = key[len(prefix) :]
                 changed = True
     return key
-
-
-def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", None) or error
-    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(error).__name__
