@@ -13,14 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
-import autoencoder
+from autoencoder.config import compose_config
 from autoencoder.train import train
 
-# The configs of a source checkout (notebooks/ sits beside conf/).
-CONFIG_DIR = Path(autoencoder.__file__).resolve().parents[1] / "conf"
 # experiment=smoke shortened to two epochs: one frozen, one fine-tuned, csv logs.
 TINY_RUN = (
     "experiment=smoke",
@@ -34,12 +31,6 @@ TINY_RUN = (
     "finetune.patience=null",
     "finetune.max_frozen_epochs=1",
 )
-
-
-def compose_config(name: str, *overrides: str) -> DictConfig:
-    """One of the project's configs (``train``, ``encode``, ...) with overrides."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
 
 
 def train_tiny_run(folder: Path) -> Path:

@@ -27,8 +27,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from autoencoder.benchmarks.tables import Table
-from autoencoder.config import instantiate
-from autoencoder.examples import compose_config
+from autoencoder.config import compose_config, instantiate
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.runs import build_model
 from autoencoder.train import train
