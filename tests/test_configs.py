@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -41,7 +39,7 @@ from autoencoder.models.decoders import ResidualBlock
 from autoencoder.models.encoders import ENCODERS
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
-from tests.conftest import CONFIG_DIR, ROOT, make_images, run_script
+from tests.conftest import CONFIG_DIR, ROOT, compose_job, make_images, run_script
 
 GROUPS = (
     "data",
@@ -63,15 +61,6 @@ OPTIONS = [
     for group in GROUPS
     for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
 ]
-
-
-def compose_train(*overrides: str, hydra: bool = False) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("train", overrides=list(overrides), return_hydra_config=hydra)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def test_every_group_is_covered() -> None:
@@ -265,7 +254,7 @@ def test_every_option_has_its_effect_checked() -> None:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_validates_and_instantiates(group, option, arrays_dir, tmp_path) -> None:
-    cfg = compose_train(f"{group}={option}")
+    cfg = compose_job("train", f"{group}={option}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.encoder.weights = None  # no downloads
@@ -287,7 +276,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     built = {
         "cfg": cfg,
-        "hydra": compose_train(f"{group}={option}", hydra=True).hydra,
+        "hydra": compose_job("train", f"{group}={option}", hydra=True).hydra,
         "datamodule": datamodule,
         "datamodule_shape": (3, size, size),
         "encoder": encoder,
@@ -301,13 +290,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
 
 @pytest.mark.parametrize("config_name", ["pretrain", "evaluate", "encode"])
 def test_other_entry_points_compose_and_validate(config_name, tmp_path) -> None:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name)
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    validate_config(cfg)
+    validate_config(compose_job(config_name, output_dir=tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -320,7 +303,7 @@ def test_other_entry_points_compose_and_validate(config_name, tmp_path) -> None:
 )
 def test_hydra_rejects_unknown_groups_options_and_keys(override, message) -> None:
     with pytest.raises(ConfigCompositionException) as error:
-        compose_train(override)
+        compose_job("train", override)
     text = f"{error.value} {error.value.__cause__ or ''}"
     assert message in text
     if override.startswith("encoder="):
@@ -347,7 +330,7 @@ def test_hydra_rejects_unknown_groups_options_and_keys(override, message) -> Non
     ],
 )
 def test_validation_names_every_bad_key_and_type(overrides, lines) -> None:
-    cfg = compose_train("experiment=smoke", *overrides)
+    cfg = compose_job("train", "experiment=smoke", *overrides)
     with pytest.raises(ConfigError) as error:
         validate_config(cfg)
     text = str(error.value)
@@ -357,7 +340,7 @@ def test_validation_names_every_bad_key_and_type(overrides, lines) -> None:
 
 
 def test_all_problems_are_reported_at_once() -> None:
-    cfg = compose_train("experiment=smoke", "finetune.factor=abc", "+finetune.factr=2")
+    cfg = compose_job("train", "experiment=smoke", "finetune.factor=abc", "+finetune.factr=2")
     with pytest.raises(ConfigError) as error:
         validate_config(cfg)
     assert "finetune.factor=" in str(error.value) and "finetune.factr" in str(error.value)
@@ -443,7 +426,7 @@ def test_slurm_launcher_submits_nodes_tasks_and_gpus_from_the_trainer(tmp_path) 
 
 
 def test_output_folders_of_runs_and_sweeps_started_together_differ() -> None:
-    first, second = (compose_train(hydra=True).hydra for _ in range(2))
+    first, second = (compose_job("train", hydra=True).hydra for _ in range(2))
     assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir
     # one folder per job of a sweep
     assert OmegaConf.to_container(first.sweep, resolve=False)["subdir"] == "${hydra.job.num}"

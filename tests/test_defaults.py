@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.validation import _instantiable_nodes, _parameters
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, compose_job
 
 CONF = Path(CONFIG_DIR)
+# Where composed configs put their outputs, so that every value resolves.
+RUN_DIR = Path("/tmp/run")
 MIRRORED_GROUPS = ("data", "encoder", "decoder", "model", "finetune", "logger", "callbacks")
 # Parameters the code passes when it instantiates the node, so the YAML leaves them out.
 PASSED_BY_CODE = {
@@ -37,19 +37,6 @@ PASSED_BY_CODE = {
     },
     "autoencoder.models.classifier.Classifier": {"num_classes"},
 }
-
-
-def compose_config(name: str, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "/tmp/run"  # resolves ${paths.output_dir}
-        cfg.paths.output_dir = "/tmp/run"
-    return cfg
 
 
 def own_keys(group: str, option: str) -> set[str]:
@@ -103,7 +90,7 @@ def test_an_option_repeats_its_targets_defaults(group: str, option: str) -> None
     overrides = ["~experiment", f"{group}={option}"]
     if group == "data" and option in ("arrays", "folder"):
         overrides.append(f"data.path={CONF}")
-    cfg = compose_config("train", *overrides)
+    cfg = compose_job("train", *overrides, output_dir=RUN_DIR, hydra=True)
     section = cfg[group]
     changed = own_keys(group, option)
     problems = [
@@ -118,7 +105,7 @@ def test_an_option_repeats_its_targets_defaults(group: str, option: str) -> None
     ("config", "section"), [("pretrain", "classifier"), ("train", "hydra.callbacks")]
 )
 def test_other_project_nodes_repeat_their_targets_defaults(config: str, section: str) -> None:
-    node = OmegaConf.select(compose_config(config), section)
+    node = OmegaConf.select(compose_job(config, output_dir=RUN_DIR, hydra=True), section)
     problems = [
         problem
         for path, child in _instantiable_nodes(node, section)

@@ -9,20 +9,20 @@ import json
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torchvision
 from torch import nn
 
 from autoencoder.encode import export_encoder, load_encoder
 from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.examples import smoke_overrides
 from autoencoder.losses import PerceptualLoss, ReconstructionLoss
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import Decoder, ResidualBlock
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import schedule_multiplier
 from autoencoder.train import train
-from tests.conftest import smoke
+from tests.probes import CountUpdates
 
 # ---------------------------------------------------------------------------- decoder
 
@@ -177,7 +177,7 @@ def test_a_fit_with_the_perceptual_term_trains_and_a_missing_network_stops_it(
     weights = tmp_path / "classifier.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
     base = (
-        *smoke(32, 16, 16),
+        *smoke_overrides(32, 16, 16),
         "trainer.max_epochs=1",
         "test=false",
         "logger=csv",
@@ -225,39 +225,19 @@ def test_onecycle_follows_torchs_one_cycle_lr() -> None:
 # ------------------------------------------------------------------- training metrics
 
 
-class CountUpdates(pl.Callback):
-    """Counts the updates of the model's training metrics; instances register themselves,
-    since the training job builds its callbacks from the config."""
-
-    instances: list[CountUpdates] = []
-
-    def __init__(self) -> None:
-        self.updates = 0
-        CountUpdates.instances.append(self)
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        original = pl_module.train_metrics.update
-
-        def counted(*args, **kwargs):
-            self.updates += 1
-            return original(*args, **kwargs)
-
-        pl_module.train_metrics.update = counted
-
-
 @pytest.mark.parametrize(("every", "updates"), [(1, 8), (3, 4), (None, 0)])
 def test_training_metrics_are_computed_on_a_sample_of_steps(
     compose_cfg, tmp_path: Path, every: int | None, updates: int
 ) -> None:
     """4 steps per epoch, 2 epochs: every batch, batches 0 and 3 of each epoch, or none."""
     cfg = compose_cfg(
-        *smoke(64, 16, 16),
+        *smoke_overrides(64, 16, 16),
         "trainer.max_epochs=2",
         "test=false",
         "logger=csv",
         "trainer.log_every_n_steps=1",
         f"model.train_metrics_every_n_steps={'null' if every is None else every}",
-        "+callbacks.counter._target_=tests.test_design_options.CountUpdates",
+        "+callbacks.counter._target_=tests.probes.CountUpdates",
     )
     summary = train(cfg)
     assert CountUpdates.instances[-1].updates == updates

@@ -12,10 +12,11 @@ import optuna
 import pytest
 import yaml
 
+from autoencoder.examples import smoke_overrides
 from autoencoder.sweeps import write_summary
-from tests.conftest import run_script, smoke
+from tests.conftest import DDP_ENV, DDP_ON_CPU, run_script
 
-QUICK = (*smoke(), "trainer.max_epochs=1", "logger=csv")
+QUICK = (*smoke_overrides(), "trainer.max_epochs=1", "logger=csv")
 
 
 def run_sweep(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -116,9 +117,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
     result = run_sweep(
         tmp_path,
         *QUICK,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
+        *DDP_ON_CPU,
         "trainer.max_epochs=2",
         "finetune.patience=null",
         "finetune.warmup_steps=2",
@@ -127,7 +126,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
         "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         "+callbacks.rank_probe.folder=${paths.output_dir}/probe",
         f"hydra.sweep.dir={sweep}",
-        env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
+        env=DDP_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [(r["seed"], r["status"]) for r in read_summary(sweep)] == [
