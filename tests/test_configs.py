@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
-from autoencoder.callbacks import ReconstructionImages
+from autoencoder.callbacks import EMAWeights, ReconstructionImages
 from autoencoder.compat import ddp_finds_unused_parameters
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.data import (
@@ -169,6 +169,12 @@ def checkpoints_and_grids(built: dict[str, Any]) -> None:
     assert ReconstructionImages in kinds and LearningRateMonitor in kinds
 
 
+def averages_the_weights(built: dict[str, Any]) -> None:
+    checkpoints_and_grids(built)  # the default callbacks, and the average
+    averages = [c for c in built["trainer"].callbacks if isinstance(c, EMAWeights)]
+    assert len(averages) == 1
+
+
 def runs_one_batch(built: dict[str, Any]) -> None:
     trainer = built["trainer"]
     assert trainer.fast_dev_run == 1 and trainer.limit_train_batches == 1
@@ -222,6 +228,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("trainer", "gpu"): trainer_is(CPUAccelerator, "bf16-mixed"),  # accelerator set to cpu
     ("trainer", "ddp"): uses_ddp_with_unused_parameters,
     ("callbacks", "default"): checkpoints_and_grids,
+    ("callbacks", "ema"): averages_the_weights,
     ("logger", "wandb"): logs_with(WandbLogger),
     ("logger", "csv"): logs_with(CSVLogger),
     ("logger", "none"): logs_with(None),
