@@ -56,10 +56,12 @@ GROUPS = (
     "experiment",
     "hparams_search",
 )
+# A file whose name starts with "_" is a base the options of its group inherit, not an option.
 OPTIONS = [
     (group, path.stem)
     for group in GROUPS
     for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
+    if not path.stem.startswith("_")
 ]
 
 
