@@ -54,6 +54,7 @@ GROUPS = (
     "debug",
     "paths",
     "experiment",
+    "layout",
     "hparams_search",
 )
 # A file whose name starts with "_" is a base the options of its group inherit, not an option.
@@ -141,6 +142,17 @@ def experiment_is(
         has_residual = any(isinstance(m, ResidualBlock) for m in built["model"].modules())
         assert has_residual is residual
         assert built["model"].decoder.progressive is residual
+
+    return check
+
+
+def latent_is(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
+    """The latent layout (channels x height x width per image) of the default experiment's
+    32 px images."""
+
+    def check(built: dict[str, Any]) -> None:
+        _, height, width = built["datamodule_shape"]
+        assert built["model"].latent_shape(height, width) == latent
 
     return check
 
@@ -244,6 +256,9 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), residual=False),
+    ("layout", "depth2"): latent_is((4, 8, 8)),
+    ("layout", "depth3"): latent_is((16, 4, 4)),
+    ("layout", "depth4"): latent_is((64, 2, 2)),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
 
