@@ -92,10 +92,10 @@ class Autoencoder(pl.LightningModule):
         bottleneck_activation: applied to the latent: ``none`` (a linear latent), ``relu``
             or ``tanh``.
         train_metrics_every_n_steps: compute the training metrics (MSE, MAE, PSNR, SSIM) on
-            one batch in this many; the loss is logged every step. SSIM alone costs about a
-            fifth of a CPU training step, so the default samples. ``null``: never.
-        channels_last: run convolutions in channels-last memory format (much faster on CPU
-            and on tensor cores).
+            one batch in this many; the loss is logged every step. The metrics (SSIM most)
+            add to the cost of a step, so the default samples. ``null``: never.
+        channels_last: run convolutions in channels-last memory format (see
+            :func:`~autoencoder.models.memory_format.conv_memory_format`).
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
             :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
             fine-tuning phase; ``skip`` skips that batch's update with a warning. The check

@@ -53,8 +53,8 @@ class Classifier(pl.LightningModule):
         scheduler: learning-rate shape over the run, stepped per batch: constant, cosine
             or linear decay to 0.
         label_smoothing: cross-entropy label smoothing, in [0, 1).
-        channels_last: run convolutions in channels-last memory format (much faster on CPU
-            and on tensor cores).
+        channels_last: run convolutions in channels-last memory format (see
+            :func:`~autoencoder.models.memory_format.conv_memory_format`).
     """
 
     def __init__(

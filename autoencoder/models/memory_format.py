@@ -6,5 +6,6 @@ import torch
 
 
 def conv_memory_format(channels_last: bool) -> torch.memory_format:
-    """Channels-last (faster convolutions on CPU and on tensor cores) or the default layout."""
+    """Channels-last (NHWC, the layout that CPU and tensor-core convolution kernels take) or
+    the default layout."""
     return torch.channels_last if channels_last else torch.contiguous_format
