@@ -22,7 +22,7 @@ from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
-from autoencoder.models.memory_format import conv_memory_format
+from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import (
     DECODER_GROUP,
     RatePolicy,
@@ -95,7 +95,7 @@ class Autoencoder(pl.LightningModule):
             one batch in this many; the loss is logged every step. The metrics (SSIM most)
             add to the cost of a step, so the default samples. ``null``: never.
         channels_last: run convolutions in channels-last memory format (see
-            :func:`~autoencoder.models.memory_format.conv_memory_format`).
+            :func:`~autoencoder.models.steps.conv_memory_format`).
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
             :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
             fine-tuning phase; ``skip`` skips that batch's update with a warning. The check
@@ -227,15 +227,7 @@ class Autoencoder(pl.LightningModule):
         if training and not self._loss_is_finite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the backward pass and the update
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not training,
-            batch_size=images.shape[0],
-        )
+        log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
             # torchmetrics flattens with .view(), which needs the default memory layout.
             metrics.update(reconstruction.detach().float().contiguous(), images)

@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import IMAGENET_MEAN, IMAGENET_STD, check_encoder_name
-from autoencoder.models.memory_format import conv_memory_format
+from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import Schedule, schedule_multiplier
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -54,7 +54,7 @@ class Classifier(pl.LightningModule):
             or linear decay to 0.
         label_smoothing: cross-entropy label smoothing, in [0, 1).
         channels_last: run convolutions in channels-last memory format (see
-            :func:`~autoencoder.models.memory_format.conv_memory_format`).
+            :func:`~autoencoder.models.steps.conv_memory_format`).
     """
 
     def __init__(
@@ -121,15 +121,7 @@ class Classifier(pl.LightningModule):
         logits = self(images.contiguous(memory_format=self.memory_format)).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         training = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not training,
-            batch_size=labels.shape[0],
-        )
+        log_loss(self, stage, loss, batch_size=labels.shape[0])
         accuracy(logits.detach(), labels)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=not training)
         return loss
