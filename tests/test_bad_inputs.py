@@ -261,7 +261,7 @@ CASES = [
         "unknown-encoder-option",
         lambda i: cli_train(i, "encoder=resnet19"),
         "In 'train': Could not find 'encoder/resnet19'\n\nAvailable options in 'encoder':\n"
-        "\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\tvgg11\n\tvgg11_bn\n"
+        "\t_base\n\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\tvgg11\n\tvgg11_bn\n"
         "\tvgg13\n\tvgg13_bn\n\tvgg16\n\tvgg16_bn\n\tvgg19\n\tvgg19_bn\n...",
     ),
     Case(
@@ -288,7 +288,7 @@ CASES = [
         "unknown-dataset",
         lambda i: cli_train(i, "data=imagenet"),
         "In 'train': Could not find 'data/imagenet'\n\nAvailable options in 'data':\n"
-        "\tarrays\n\tcifar10\n\tcifar100\n\tfolder\n\tstl10\n\tsynthetic\n...",
+        "\t_base\n\tarrays\n\tcifar10\n\tcifar100\n\tfolder\n\tstl10\n\tsynthetic\n...",
     ),
     # -- sizes ----------------------------------------------------------------------------------
     Case(
