@@ -4,6 +4,7 @@ Scripts catch :class:`AutoencoderError` and print its message without a tracebac
 """
 
 import typing
+import urllib.error
 
 
 class AutoencoderError(Exception):
@@ -27,7 +28,7 @@ def error_summary(error: BaseException | str, limit: int = 120) -> str:
     first line of its message (of a download error's reason, not of its wrapper), at most
     ``limit`` characters; its type when it has no message. ``error`` may also be the part of
     a message that says what went wrong, when that is not the first line."""
-    reason = getattr(error, "reason", None) or error
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
