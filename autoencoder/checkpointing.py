@@ -41,6 +41,17 @@ def load_weights_only(
     return torch.load(file, map_location=map_location, weights_only=weights_only)
 
 
+def _read_error(error: BaseException) -> str:
+    """The :func:`~autoencoder.errors.error_summary` of an error from reading a weights file;
+    for a refused weights-only load, the global it refused (torch's first line only says
+    that the load failed)."""
+    lines = str(error).splitlines()
+    refused = [line.strip() for line in lines[1:] if "GLOBAL" in line]
+    if lines and lines[0].startswith("Weights only load failed") and refused:
+        return error_summary(refused[0].removeprefix("WeightsUnpickler error: "))
+    return error_summary(error)
+
+
 def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
     """A state dict (or any tensors in plain containers) from a weights file, read
     weights-only; ``option`` and ``hint`` name the setting and the fix in errors."""
@@ -52,7 +63,7 @@ def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
     except Exception as error:  # torch raises several types for unreadable/unsafe files
         raise ConfigError(
             f"{option}={str(file)!r} could not be read as a weights-only state dict "
-            f"({error_summary(error)}). Save plain tensors with "
+            f"({_read_error(error)}). Save plain tensors with "
             "torch.save(model.state_dict(), PATH)."
         ) from None
 
@@ -70,13 +81,13 @@ def checkpoint_errors(path: str | Path) -> Iterator[None]:
     except pickle.UnpicklingError as error:
         raise ConfigError(
             f"{path} holds pickled objects other than tensors and plain values, which a "
-            f"weights-only load refuses ({error_summary(error)}). Checkpoints written by this "
+            f"weights-only load refuses ({_read_error(error)}). Checkpoints written by this "
             "project never do: use one of your own runs' checkpoints. Unpickling this file "
             "could run code from it; never do that with a file from an unknown source."
         ) from None
     except (RuntimeError, EOFError, ValueError) as error:
         raise ConfigError(
-            f"{path} is not a readable checkpoint ({error_summary(error)}): it is truncated or "
+            f"{path} is not a readable checkpoint ({_read_error(error)}): it is truncated or "
             "corrupt. Resume from another checkpoint of the run (checkpoints/last.ckpt or "
             "best-epochNNN.ckpt)."
         ) from None

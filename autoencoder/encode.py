@@ -20,25 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
-from autoencoder.models.autoencoder import LATENT_ACTIVATIONS, Autoencoder, LatentActivation
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import ENCODER_PREFIX
-from autoencoder.runs import (
-    checkpoint_file,
-    data_config,
-    load_autoencoder,
-    load_run_config,
-    memory_format,
-    pick_device,
-    prepare_datamodule,
-    sequential_loader,
-)
+from autoencoder.runs import load_run, sequential_loader
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +39,13 @@ _EXPORTED = (ENCODER_PREFIX, "bottleneck.")
 
 
 class LatentEncoder(nn.Module):
-    """A trained autoencoder's encoder and 1x1 bottleneck: [0, 1] images to latent maps.
+    """A trained autoencoder's encoder and bottleneck: [0, 1] images to latent maps.
 
     Its parameter names are the autoencoder's (``encoder.*``, ``bottleneck.*``), so an
     :class:`~autoencoder.models.autoencoder.Autoencoder` state dict restricted to those keys
-    loads into it.
+    loads into it. The arguments are those of
+    :class:`~autoencoder.models.encoders.Encoder` (without weights) and
+    :class:`~autoencoder.models.bottleneck.Bottleneck`.
     """
 
     def __init__(
@@ -62,20 +56,28 @@ class LatentEncoder(nn.Module):
         normalize: bool = True,
         bottleneck_kernel_size: int = 1,
         bottleneck_activation: LatentActivation = "none",
+        stem_pool: bool = True,
+        input_scale: int = 1,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(name, weights=None, depth=depth, normalize=normalize)
-        self.bottleneck = nn.Conv2d(
+        self.encoder = Encoder(
+            name,
+            weights=None,
+            depth=depth,
+            normalize=normalize,
+            stem_pool=stem_pool,
+            input_scale=input_scale,
+        )
+        self.bottleneck = Bottleneck(
             self.encoder.out_channels[-1],
             latent_channels,
             kernel_size=bottleneck_kernel_size,
-            padding=bottleneck_kernel_size // 2,
+            activation=bottleneck_activation,
         )
-        self.latent_activation = LATENT_ACTIVATIONS[bottleneck_activation]()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Latent maps ``(B, latent_channels, H / reduction, W / reduction)``."""
-        return self.latent_activation(self.bottleneck(self.encoder(images)))
+        return self.bottleneck(self.encoder(images))
 
 
 def export_encoder(model: Autoencoder, path: Path) -> Path:
@@ -97,8 +99,10 @@ def export_encoder(model: Autoencoder, path: Path) -> Path:
         "depth": model.encoder.depth,
         "latent_channels": model.latent_channels,
         "normalize": model.encoder.normalize,
+        "stem_pool": model.encoder.stem_pool,
+        "input_scale": model.encoder.input_scale,
         "bottleneck_kernel_size": model.bottleneck.kernel_size[0],
-        "bottleneck_activation": model.bottleneck_activation,
+        "bottleneck_activation": model.bottleneck.activation_name,
         "reduction": model.encoder.reduction,
         "input": "RGB in [0, 1], shape (B, 3, H, W), H and W divisible by reduction",
         "rebuild": "from autoencoder.encode import load_encoder; "
@@ -123,9 +127,11 @@ def load_encoder(path: str | Path) -> LatentEncoder:
         meta["depth"],
         meta["latent_channels"],
         normalize=meta["normalize"],
-        # sidecars written before these options existed: the 1x1 linear bottleneck
+        # sidecars written before these options existed: their defaults
         bottleneck_kernel_size=meta.get("bottleneck_kernel_size", 1),
         bottleneck_activation=meta.get("bottleneck_activation", "none"),
+        stem_pool=meta.get("stem_pool", True),
+        input_scale=meta.get("input_scale", 1),
     )
     encoder.load_state_dict(
         read_state_dict(
@@ -154,21 +160,12 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     :func:`export_encoder`).
     """
     splits = _splits(str(cfg.split))
-    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
-    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
-    device = pick_device(cfg.get("device"))
-    model = load_autoencoder(ckpt_path, run_cfg)
+    run = load_run(cfg)
+    model, datamodule = run.model, run.datamodule
     export = None
     if cfg.get("export_encoder"):
         export = Path(cfg.export_encoder).expanduser()
         log.info("encoder exported to %s (sidecar %s)", export, export_encoder(model, export))
-    model.to(device)
-
-    data = data_config(cfg, run_cfg)
-    with open_dict(data):  # every image as it is: no training augmentation
-        data.random_crop = False
-        data.horizontal_flip = False
-    datamodule = prepare_datamodule(data)
     latent_shape = model.latent_shape(*datamodule.image_shape[-2:])
     latent_floats = int(np.prod(latent_shape))
     datasets = {split: getattr(datamodule, f"{split}_set") for split in splits}
@@ -185,7 +182,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
         for split, dataset in datasets.items():
             position = 0
             for images, labels in sequential_loader(dataset, datamodule):
-                batch = images.to(device).contiguous(memory_format=memory_format(model))
+                batch = images.to(run.device).contiguous(memory_format=model.memory_format)
                 # flatten follows the logical C, H, W order whatever the memory layout
                 start = len(rows)
                 latents[start : start + len(images)] = (
@@ -202,7 +199,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
         writer.writerow(["row", "split", "source", "label"])
         writer.writerows(rows)
     summary = {
-        "ckpt_path": str(ckpt_path.absolute()),
+        "ckpt_path": str(run.ckpt_path.absolute()),
         "splits": list(splits),
         "num_images": total,
         "latent_shape": list(latent_shape),

@@ -4,6 +4,7 @@ Scripts catch :class:`AutoencoderError` and print its message without a tracebac
 """
 
 import typing
+import urllib.error
 
 
 class AutoencoderError(Exception):
@@ -22,15 +23,17 @@ class NonFiniteLossError(AutoencoderError):
     """The training loss became NaN or infinite; the message names the step and the phase."""
 
 
-def error_summary(error: BaseException) -> str:
-    """The gist of an error from reading a weights file, in one sentence: for a weights-only
-    refusal, the global it refused; else the first sentence of the first line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+def error_summary(error: BaseException | str, limit: int = 120) -> str:
+    """The gist of an error, for a message of ours that wraps it: the first sentence of the
+    first line of its message (of a download error's reason, not of its wrapper), at most
+    ``limit`` characters; its type when it has no message. ``error`` may also be the part of
+    a message that says what went wrong, when that is not the first line."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    refused = [line for line in lines[1:] if "GLOBAL" in line]
-    line = refused[0] if lines[0].startswith("Weights only load failed") and refused else lines[0]
-    return line.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")
+    gist = lines[0].split(". ")[0].rstrip(".")
+    return gist if len(gist) <= limit else gist[: limit - 3] + "..."
 
 
 def check_choice(option: str, value: object, choices: object) -> None:

@@ -31,23 +31,11 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
-from autoencoder.models.encoders import read_weights_info
+from autoencoder.models.encoders import HEAD_PREFIXES, read_weights_info
 from autoencoder.probe import linear_probe
-from autoencoder.runs import (
-    checkpoint_file,
-    data_config,
-    load_autoencoder,
-    load_run_config,
-    memory_format,
-    pick_device,
-    prepare_datamodule,
-    sequential_loader,
-)
+from autoencoder.runs import data_config, load_run, prepare_datamodule, sequential_loader
 
 log = logging.getLogger(__name__)
-
-# torchvision classifier heads: ResNet ``fc``, VGG ``classifier.6``.
-_HEAD_PREFIXES = ("fc.", "classifier.")
 
 
 # ------------------------------------------------------------------------ the classifier
@@ -68,7 +56,7 @@ def load_classifier(path: str, name: str) -> Classifier:
     heads = [
         value
         for key, value in (state.items() if isinstance(state, Mapping) else ())
-        if key.startswith(_HEAD_PREFIXES)
+        if key.startswith(HEAD_PREFIXES)
         and key.endswith(".weight")
         and isinstance(value, torch.Tensor)
         and value.ndim == 2
@@ -134,7 +122,7 @@ def encode_split(
     latents, labels = [], []
     with torch.inference_mode():
         for images, batch_labels in sequential_loader(dataset, datamodule):
-            batch = images.to(device).contiguous(memory_format=memory_format(model))
+            batch = images.to(device).contiguous(memory_format=model.memory_format)
             latents.append(model.encode(batch).float().flatten(1).cpu())
             labels.append(batch_labels)
     return torch.cat(latents), torch.cat(labels)
@@ -203,7 +191,7 @@ class _TestPass:
 
 def reconstruct(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     """Float reconstructions in the default memory layout, which torchmetrics needs."""
-    return model(images.contiguous(memory_format=memory_format(model))).float().contiguous()
+    return model(images.contiguous(memory_format=model.memory_format)).float().contiguous()
 
 
 def _test_pass(
@@ -283,18 +271,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     index and MSE). With ``probe`` and labelled data, ``metrics.json`` also has the linear
     probe's test accuracy on the latents, ``test/probe_acc`` (see :func:`probe_latents`).
     """
-    ckpt_path = checkpoint_file(cfg.get("ckpt_path"))
-    run_cfg = load_run_config(ckpt_path, cfg.get("model_config"))
-    device = pick_device(cfg.get("device"))
-    model = load_autoencoder(ckpt_path, run_cfg).to(device)
-    datamodule = prepare_datamodule(data_config(cfg, run_cfg))
-    model.latent_shape(*datamodule.image_shape[-2:])  # a clear error for unfit image sizes
+    run = load_run(cfg)
+    model, datamodule, device = run.model, run.datamodule, run.device
     classifier = None
     if cfg.get("classifier_weights"):
         name = (
             cfg.get("classifier_name")
             or read_weights_info(cfg.classifier_weights).get("name")
-            or run_cfg.encoder.name
+            or run.config.encoder.name
         )
         classifier = load_classifier(cfg.classifier_weights, name).to(device)
         check_classifier_classes(cfg.classifier_weights, classifier, datamodule)
@@ -302,7 +286,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
     probe = (
         probe_latents(
-            model, data_config(cfg, run_cfg), datamodule, cfg.get("probe_train_images"), device
+            model,
+            data_config(cfg.get("data"), run.config),
+            datamodule,
+            cfg.get("probe_train_images"),
+            device,
         )
         if cfg.get("probe")
         else {}
@@ -313,7 +301,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     grid.save(output_dir / "reconstructions.png")
     worst = _save_worst(model, datamodule, result.mse, int(cfg.num_worst), output_dir)
     summary: dict[str, Any] = {
-        "ckpt_path": str(ckpt_path.absolute()),
+        "ckpt_path": str(run.ckpt_path.absolute()),
         "classifier_weights": cfg.get("classifier_weights"),
         "num_images": len(result.mse),
         **result.metrics,

@@ -13,33 +13,37 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
-import autoencoder
+from autoencoder.config import compose_config
 from autoencoder.train import train
 
-# The configs of a source checkout (notebooks/ sits beside conf/).
-CONFIG_DIR = Path(autoencoder.__file__).resolve().parents[1] / "conf"
-# experiment=smoke shortened to two epochs: one frozen, one fine-tuned, csv logs.
-TINY_RUN = (
-    "experiment=smoke",
-    "data.num_train=64",
-    "data.num_val=32",
-    "data.num_test=32",
-    "data.batch_size=16",
+
+def smoke_overrides(
+    num_train: int = 64, num_val: int = 32, num_test: int = 32, batch_size: int = 16
+) -> tuple[str, ...]:
+    """Overrides for ``experiment=smoke`` (synthetic images, a random-init ResNet-18 cut
+    after layer2, csv logs) at a chosen size, ``num_train / batch_size`` steps per epoch,
+    without a progress bar."""
+    return (
+        "experiment=smoke",
+        f"data.num_train={num_train}",
+        f"data.num_val={num_val}",
+        f"data.num_test={num_test}",
+        f"data.batch_size={batch_size}",
+        "trainer.enable_progress_bar=false",
+    )
+
+
+# Two epochs, one in each fine-tuning phase, with the rates logged at every step.
+TWO_PHASES = (
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
     "finetune.patience=null",
     "finetune.max_frozen_epochs=1",
 )
-
-
-def compose_config(name: str, *overrides: str) -> DictConfig:
-    """One of the project's configs (``train``, ``encode``, ...) with overrides."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
+# The tiny run of the notebooks (and of the tests that need one).
+TINY_RUN = (*smoke_overrides(), *TWO_PHASES)
 
 
 def train_tiny_run(folder: Path) -> Path:

@@ -10,7 +10,10 @@ sources you trust, or pass a config of your own with ``model_config=PATH``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -27,7 +30,7 @@ RUN_CONFIG = Path(".hydra") / "config.yaml"
 _MODEL_SECTIONS = ("encoder", "decoder", "model", "optimizer", "data")
 
 
-def checkpoint_file(ckpt_path: str | None) -> Path:
+def checkpoint_file(ckpt_path: str | Path | None) -> Path:
     """The checkpoint to load; a :class:`ConfigError` when it is not given or missing."""
     if not ckpt_path:
         raise ConfigError(
@@ -36,7 +39,9 @@ def checkpoint_file(ckpt_path: str | None) -> Path:
         )
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file. Pass a training run's .ckpt.")
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r}: no such file. Pass a training run's .ckpt."
+        )
     return path
 
 
@@ -98,14 +103,13 @@ def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:
 
 
 # ------------------------------------------------------------------ the run's data
-def data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The run's ``data`` section, unless the command line gives one.
+def data_config(override: DictConfig | None, run_cfg: DictConfig) -> DictConfig:
+    """The run's ``data`` section, unless the job's ``data`` section (``override``) gives one.
 
     ``data=NAME`` replaces it; ``+data.KEY=VALUE`` alone changes one setting of the run's.
     The result stays inside a copy of the run's config, so interpolations such as
     ``${paths.data_dir}`` keep resolving.
     """
-    override = cfg.get("data")
     if override is not None and "_target_" in override:
         return override
     merged = copy.deepcopy(run_cfg)
@@ -141,5 +145,36 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def memory_format(model: Autoencoder) -> torch.memory_format:
-    return torch.channels_last if model.channels_last else torch.contiguous_format
+# ------------------------------------------------------------------ a trained run, opened
+@dataclass(frozen=True)
+class LoadedRun:
+    """What a job that uses a trained run works with (evaluate, encode, notebooks)."""
+
+    ckpt_path: Path
+    config: DictConfig  # the training run's composed config
+    model: Autoencoder  # in eval mode, on ``device``
+    datamodule: ImageDataModule  # set up, with every image as it is (no augmentation)
+    device: torch.device
+
+
+def load_run(job: Mapping[str, Any]) -> LoadedRun:
+    """Open the run whose checkpoint a job names: its model with the checkpoint's weights,
+    and its data with the splits built.
+
+    ``job`` holds the keys of ``conf/evaluate.yaml`` and ``conf/encode.yaml`` that say
+    which run and how: ``ckpt_path``; optionally ``model_config`` (the run's config, when
+    it is not beside the checkpoint), ``device`` (default: CUDA when available) and
+    ``data`` (see :func:`data_config`). Training augmentation is off, so every image is
+    read as it is; a :class:`ConfigError` says when the images do not fit the encoder.
+    """
+    ckpt_path = checkpoint_file(job.get("ckpt_path"))
+    run_cfg = load_run_config(ckpt_path, job.get("model_config"))
+    device = pick_device(job.get("device"))
+    model = load_autoencoder(ckpt_path, run_cfg).to(device)
+    data = data_config(job.get("data"), run_cfg)
+    with open_dict(data):
+        data.random_crop = False
+        data.horizontal_flip = False
+    datamodule = prepare_datamodule(data)
+    model.latent_shape(*datamodule.image_shape[-2:])
+    return LoadedRun(ckpt_path, run_cfg, model, datamodule, device)

@@ -1,8 +1,9 @@
 """Shared fixtures and helpers: small generated data, Hydra composition, the scripts as a user
-runs them; all offline.
+runs them, a trained run shared by the session; all offline.
 
-Override builders (``smoke``, ``ONE_BATCH``) are plain values rather than fixtures because
-parametrised tables need them when the test module is imported.
+Override lists (``ONE_BATCH``, ``FAST_PRETRAIN``; the tiny run's in
+:mod:`autoencoder.examples`) are plain values rather than fixtures because parametrised
+tables need them when the test module is imported.
 """
 
 from __future__ import annotations
@@ -10,42 +11,71 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "conf")
+from autoencoder.config import CONFIG_DIR, compose_config
+from autoencoder.examples import TWO_PHASES
+from autoencoder.pretrain import pretrain
+from autoencoder.train import train
+
+ROOT = CONFIG_DIR.parent
 # One batch of train, val and test: a few seconds of real training on 2 CPU cores.
 ONE_BATCH = (
     "+trainer.limit_train_batches=1",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
 )
+# Pretraining for one batch on 2 CPU cores: a ResNet-18 step takes about a second there.
+FAST_PRETRAIN = (
+    "trainer.max_epochs=1",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    *ONE_BATCH,
+)
+# Two DDP ranks in processes of their own on the CPU, as scripts/train.py starts them.
+DDP_ON_CPU = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+DDP_ENV = {"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"}
+# The labelled arrays of ``arrays_dir`` and of the session's trained run.
+NUM_TRAIN, NUM_TEST, NUM_CLASSES = 96, 32, 10
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def smoke(
-    num_train: int = 64, num_val: int = 32, num_test: int = 32, batch_size: int = 16
-) -> tuple[str, ...]:
-    """Overrides for the smoke experiment (synthetic images, a random-init ResNet-18 cut
-    after layer2, both fine-tuning phases) at the size a test needs: ``num_train /
-    batch_size`` steps per epoch."""
-    return (
-        "experiment=smoke",
-        f"data.num_train={num_train}",
-        f"data.num_val={num_val}",
-        f"data.num_test={num_test}",
-        f"data.batch_size={batch_size}",
-        "trainer.enable_progress_bar=false",
-    )
+def compose_job(
+    name: str, *overrides: str, output_dir: Path | None = None, hydra: bool = False
+) -> DictConfig:
+    """One of the configs in ``conf/`` (``train``, ``evaluate``, ``encode``, ``pretrain``)
+    with overrides, its outputs in ``output_dir`` when given. ``hydra`` keeps the ``hydra``
+    section, whose job folder is then ``output_dir`` too, so that everything resolves."""
+    GlobalHydra.instance().clear()
+    cfg = compose_config(name, *overrides, return_hydra_config=hydra)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            if hydra:
+                cfg.hydra.runtime.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the training config with overrides, writing outputs under ``tmp_path``."""
+
+    def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        return compose_job("train", *overrides, output_dir=output_dir or tmp_path / "run")
+
+    return _compose
 
 
 def run_script(
@@ -88,31 +118,76 @@ def make_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:
     return images
 
 
-@pytest.fixture
-def arrays_dir(tmp_path: Path) -> Path:
-    """A folder in the ``data=arrays`` format: train.npz and test.npz with labels."""
-    folder = tmp_path / "arrays"
-    folder.mkdir()
-    for split, count, seed in (("train", 96, 0), ("test", 32, 1)):
-        np.savez(
-            folder / f"{split}.npz",
-            images=make_images(count, seed=seed),
-            labels=np.arange(count, dtype=np.int64) % 10,
-        )
+def write_arrays(folder: Path, labelled: bool = True) -> Path:
+    """A folder in the ``data=arrays`` format: ``NUM_TRAIN`` and ``NUM_TEST`` images in
+    train.npz and test.npz, labelled ``0 .. NUM_CLASSES - 1`` in turn unless ``labelled``
+    is false."""
+    folder.mkdir(parents=True)
+    for split, count, seed in (("train", NUM_TRAIN, 0), ("test", NUM_TEST, 1)):
+        labels = {"labels": np.arange(count, dtype=np.int64) % NUM_CLASSES} if labelled else {}
+        np.savez(folder / f"{split}.npz", images=make_images(count, seed=seed), **labels)
     return folder
 
 
 @pytest.fixture
-def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
-    """Compose the training config with overrides, writing outputs under ``tmp_path``."""
-    GlobalHydra.instance().clear()
+def arrays_dir(tmp_path: Path) -> Path:
+    """A folder of labelled arrays (see :func:`write_arrays`)."""
+    return write_arrays(tmp_path / "arrays")
 
-    def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir or tmp_path / "run")
-        return cfg
 
-    yield _compose
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run and the data and classifier it was made from."""
+
+    arrays_dir: Path
+    classifier_weights: Path
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    @property
+    def ckpt(self) -> Path:
+        return Path(self.metrics["best_ckpt"])
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A ResNet-18 classifier pretrained for one step on labelled arrays, then an autoencoder
+    trained on that encoder for two epochs (one frozen, one fine-tuned), its config saved
+    as a Hydra run saves it; trained once per session, for evaluate, encode and notebooks."""
+    base = tmp_path_factory.mktemp("trained_run")
+    arrays = write_arrays(base / "arrays")
+    pretrained = pretrain(
+        compose_job(
+            "pretrain",
+            "encoder=resnet18",
+            "data=arrays",
+            f"data.path={arrays}",
+            "logger=none",
+            *FAST_PRETRAIN,
+            output_dir=base / "pretrain",
+        )
+    )
+    run_dir = base / "run"
+    cfg = compose_job(
+        "train",
+        "data=arrays",
+        f"data.path={arrays}",
+        "data.batch_size=32",
+        "data.num_workers=0",
+        f"encoder.weights={pretrained['weights_path']}",
+        "encoder.depth=3",
+        "model.latent_channels=16",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        *TWO_PHASES,
+        output_dir=run_dir,
+    )
+    metrics = train(cfg)
+    # What a Hydra run saves: the composed config, its output folder left unresolved.
+    with open_dict(cfg):
+        cfg.paths.output_dir = "${hydra:runtime.output_dir}"
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     GlobalHydra.instance().clear()
+    return TrainedRun(arrays, Path(pretrained["weights_path"]), run_dir, metrics)

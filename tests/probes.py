@@ -67,3 +67,23 @@ class BatchCounter(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.global_step = trainer.global_step
+
+
+class CountUpdates(pl.Callback):
+    """Counts the updates of the model's training metrics; instances register themselves,
+    since the training job builds its callbacks from the config."""
+
+    instances: list[CountUpdates] = []
+
+    def __init__(self) -> None:
+        self.updates = 0
+        CountUpdates.instances.append(self)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        original = pl_module.train_metrics.update
+
+        def counted(*args, **kwargs):
+            self.updates += 1
+            return original(*args, **kwargs)
+
+        pl_module.train_metrics.update = counted

@@ -26,21 +26,20 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from autoencoder import losses
 from autoencoder.cli import run_job
 from autoencoder.data import FolderDataModule
+from autoencoder.examples import TWO_PHASES, smoke_overrides
 from autoencoder.models.autoencoder import ARCHITECTURE_KEY
 from autoencoder.runs import load_autoencoder
 from autoencoder.train import train
-from tests.conftest import CONFIG_DIR, make_images, smoke
+from tests.conftest import compose_job, make_images
 
-TINY = (*smoke(16, 8, 8, batch_size=8), "trainer.max_epochs=1", "logger=none")
+TINY = (*smoke_overrides(16, 8, 8, batch_size=8), "trainer.max_epochs=1", "logger=none")
 # The model of TINY on data from files (data=folder or data=arrays).
 ON_FILES = (
     "data.num_workers=0",
@@ -54,12 +53,7 @@ ON_FILES = (
     "logger=none",
 )
 # Two steps per epoch; phase 2 from the end of epoch 0 (global step 2), without warm-up.
-PHASE_TWO_AT_STEP_2 = (
-    "trainer.max_epochs=2",
-    "finetune.patience=null",
-    "finetune.max_frozen_epochs=1",
-    "finetune.warmup_steps=0",
-)
+PHASE_TWO_AT_STEP_2 = (*TWO_PHASES, "finetune.warmup_steps=0")
 
 
 @dataclass(frozen=True)
@@ -77,21 +71,9 @@ class Case:
     expected: str
 
 
-def compose_train(output_dir: Path, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def cli_train(inputs: Inputs, *overrides: str, base: tuple[str, ...] = TINY) -> Any:
     """``scripts/train.py`` with ``base`` and ``overrides``, in this process."""
-    return run_job(train, compose_train(inputs.tmp / "run", *base, *overrides))
+    return run_job(train, compose_job("train", *base, *overrides, output_dir=inputs.tmp / "run"))
 
 
 def user_sees(trigger: Callable[[], Any]) -> list[str]:
@@ -218,9 +200,10 @@ def offline(inputs: Inputs) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torchvision.datasets.CIFAR10, "download", no_network)
         patch.setattr(torchvision.models.WeightsEnum, "get_state_dict", no_network)
-        run_job(
-            train, compose_train(inputs.tmp / "run", "logger=none", f"paths.data_dir={inputs.tmp}")
+        cfg = compose_job(
+            "train", "logger=none", f"paths.data_dir={inputs.tmp}", output_dir=inputs.tmp / "run"
         )
+        run_job(train, cfg)
 
 
 def resume(inputs: Inputs, checkpoint: Path, *overrides: str) -> None:
@@ -278,7 +261,7 @@ CASES = [
         "unknown-encoder-option",
         lambda i: cli_train(i, "encoder=resnet19"),
         "In 'train': Could not find 'encoder/resnet19'\n\nAvailable options in 'encoder':\n"
-        "\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\tvgg11\n\tvgg11_bn\n"
+        "\t_base\n\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\tvgg11\n\tvgg11_bn\n"
         "\tvgg13\n\tvgg13_bn\n\tvgg16\n\tvgg16_bn\n\tvgg19\n\tvgg19_bn\n...",
     ),
     Case(
@@ -305,7 +288,7 @@ CASES = [
         "unknown-dataset",
         lambda i: cli_train(i, "data=imagenet"),
         "In 'train': Could not find 'data/imagenet'\n\nAvailable options in 'data':\n"
-        "\tarrays\n\tcifar10\n\tcifar100\n\tfolder\n\tstl10\n\tsynthetic\n...",
+        "\t_base\n\tarrays\n\tcifar10\n\tcifar100\n\tfolder\n\tstl10\n\tsynthetic\n...",
     ),
     # -- learning rates -------------------------------------------------------------------------
     Case(
@@ -505,7 +488,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], tuple[Pat
     def get() -> tuple[Path, DictConfig]:
         if not trained:
             folder = tmp_path_factory.mktemp("tiny_run")
-            cfg = compose_train(folder, *TINY)
+            cfg = compose_job("train", *TINY, output_dir=folder)
             train(cfg)
             trained.append((folder / "checkpoints" / "last.ckpt", cfg))
         return trained[0]

@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -43,7 +41,7 @@ from autoencoder.models.decoders import ResidualBlock
 from autoencoder.models.encoders import ENCODERS
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
-from tests.conftest import CONFIG_DIR, ROOT, make_images, run_script
+from tests.conftest import CONFIG_DIR, ROOT, compose_job, make_images, run_script
 
 GROUPS = (
     "data",
@@ -58,22 +56,16 @@ GROUPS = (
     "debug",
     "paths",
     "experiment",
+    "layout",
     "hparams_search",
 )
+# A file whose name starts with "_" is a base the options of its group inherit, not an option.
 OPTIONS = [
     (group, path.stem)
     for group in GROUPS
     for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
+    if not path.stem.startswith("_")
 ]
-
-
-def compose_train(*overrides: str, hydra: bool = False) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("train", overrides=list(overrides), return_hydra_config=hydra)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def test_every_group_is_covered() -> None:
@@ -156,6 +148,17 @@ def experiment_is(
     return check
 
 
+def latent_is(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
+    """The latent layout (channels x height x width per image) of the default experiment's
+    32 px images."""
+
+    def check(built: dict[str, Any]) -> None:
+        _, height, width = built["datamodule_shape"]
+        assert built["model"].latent_shape(height, width) == latent
+
+    return check
+
+
 def uses_ddp_with_unused_parameters(built: dict[str, Any]) -> None:
     strategy = built["trainer"].strategy
     assert isinstance(strategy, DDPStrategy) and ddp_finds_unused_parameters(strategy)
@@ -183,7 +186,7 @@ def checkpoints_and_grids(built: dict[str, Any]) -> None:
 
 
 def averages_the_weights(built: dict[str, Any]) -> None:
-    checkpoints_and_grids(built)
+    checkpoints_and_grids(built)  # the default callbacks, and the average
     averages = [c for c in built["trainer"].callbacks if isinstance(c, EMAWeights)]
     assert len(averages) == 1
 
@@ -255,6 +258,9 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), residual=False),
+    ("layout", "depth2"): latent_is((4, 8, 8)),
+    ("layout", "depth3"): latent_is((16, 4, 4)),
+    ("layout", "depth4"): latent_is((64, 2, 2)),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
 
@@ -274,7 +280,7 @@ def test_every_option_has_its_effect_checked() -> None:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_validates_and_instantiates(group, option, arrays_dir, tmp_path) -> None:
-    cfg = compose_train(f"{group}={option}")
+    cfg = compose_job("train", f"{group}={option}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.encoder.weights = None  # no downloads
@@ -296,7 +302,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     built = {
         "cfg": cfg,
-        "hydra": compose_train(f"{group}={option}", hydra=True).hydra,
+        "hydra": compose_job("train", f"{group}={option}", hydra=True).hydra,
         "datamodule": datamodule,
         "datamodule_shape": (3, size, size),
         "encoder": encoder,
@@ -310,13 +316,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
 
 @pytest.mark.parametrize("config_name", ["pretrain", "evaluate", "encode"])
 def test_other_entry_points_compose_and_validate(config_name, tmp_path) -> None:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name)
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    validate_config(cfg)
+    validate_config(compose_job(config_name, output_dir=tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -329,7 +329,7 @@ def test_other_entry_points_compose_and_validate(config_name, tmp_path) -> None:
 )
 def test_hydra_rejects_unknown_groups_options_and_keys(override, message) -> None:
     with pytest.raises(ConfigCompositionException) as error:
-        compose_train(override)
+        compose_job("train", override)
     text = f"{error.value} {error.value.__cause__ or ''}"
     assert message in text
     if override.startswith("encoder="):
@@ -356,7 +356,7 @@ def test_hydra_rejects_unknown_groups_options_and_keys(override, message) -> Non
     ],
 )
 def test_validation_names_every_bad_key_and_type(overrides, lines) -> None:
-    cfg = compose_train("experiment=smoke", *overrides)
+    cfg = compose_job("train", "experiment=smoke", *overrides)
     with pytest.raises(ConfigError) as error:
         validate_config(cfg)
     text = str(error.value)
@@ -366,7 +366,7 @@ def test_validation_names_every_bad_key_and_type(overrides, lines) -> None:
 
 
 def test_all_problems_are_reported_at_once() -> None:
-    cfg = compose_train("experiment=smoke", "finetune.factor=abc", "+finetune.factr=2")
+    cfg = compose_job("train", "experiment=smoke", "finetune.factor=abc", "+finetune.factr=2")
     with pytest.raises(ConfigError) as error:
         validate_config(cfg)
     assert "finetune.factor=" in str(error.value) and "finetune.factr" in str(error.value)
@@ -491,7 +491,7 @@ def test_slurm_launcher_submits_nodes_tasks_and_gpus_from_the_trainer(tmp_path) 
 
 
 def test_output_folders_of_runs_and_sweeps_started_together_differ() -> None:
-    first, second = (compose_train(hydra=True).hydra for _ in range(2))
+    first, second = (compose_job("train", hydra=True).hydra for _ in range(2))
     assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir
     # one folder per job of a sweep
     assert OmegaConf.to_container(first.sweep, resolve=False)["subdir"] == "${hydra.job.num}"

@@ -24,8 +24,7 @@ from autoencoder.data import (
     SyntheticDataModule,
 )
 from autoencoder.errors import ConfigError, ResourceUnavailableError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
+from tests.conftest import compose_job
 
 
 def _all_items(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,11 +359,11 @@ def test_torchvision_offline_raises_resource_unavailable(
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "folder", "arrays", "synthetic"])
 def test_hydra_config_instantiates(name: str, tmp_path: Path) -> None:
-    node = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    cfg = compose_job("train", "~experiment", f"data={name}", f"paths.data_dir={tmp_path}")
+    node = cfg.data
     module_name, class_name = node._target_.rsplit(".", 1)
     target = getattr(importlib.import_module(module_name), class_name)
     assert issubclass(target, ImageDataModule)
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": node})
     needs_path = name in ("folder", "arrays")
     assert OmegaConf.is_missing(cfg.data, "path") == needs_path  # mandatory: path: ???
     if needs_path:

@@ -4,7 +4,9 @@
 without ``+``. The rule this module enforces, node by node: a config node whose ``_target_``
 is the project's lists every parameter of that target that has a default, with the
 signature's value. An option that inherits a base option of its group (``defaults: [base]``)
-may change exactly the keys written in its own file, which is what that option is.
+may change exactly the keys written in its own file, which is what that option is; one that
+inherits a neutral base (``defaults: [_base]``, the signature's defaults) only the keys that
+name it (the encoder's ``name``).
 Third-party targets (Trainer, optimisers, Lightning callbacks) are configured, not
 mirrored; experiments (``conf/experiment/``) change whatever they need.
 """
@@ -17,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.validation import _instantiable_nodes, _parameters
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, compose_job
 
 CONF = Path(CONFIG_DIR)
+# The keys whose value says which option of its group a node is, not a default to mirror.
+NAMING_KEYS = {"encoder": {"name"}}
+# Where composed configs put their outputs, so that every value resolves.
+RUN_DIR = Path("/tmp/run")
 MIRRORED_GROUPS = ("data", "encoder", "decoder", "model", "finetune", "logger", "callbacks")
 # Parameters the code passes when it instantiates the node, so the YAML leaves them out.
 PASSED_BY_CODE = {
@@ -39,24 +43,15 @@ PASSED_BY_CODE = {
 }
 
 
-def compose_config(name: str, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "/tmp/run"  # resolves ${paths.output_dir}
-        cfg.paths.output_dir = "/tmp/run"
-    return cfg
-
-
 def own_keys(group: str, option: str) -> set[str]:
-    """The keys an option changes: those written in its own file when it inherits a base
-    option of its group; none for a base (every value must be the signature's)."""
+    """The keys an option may set otherwise than its target's signature: over a base option
+    of its group, those written in its own file, which is what that option is; over a
+    neutral base (``_base``, the signature's defaults), the keys that name the option
+    (``NAMING_KEYS``); none for an option without a base."""
     raw = OmegaConf.load(CONF / group / f"{option}.yaml")
     bases = [entry for entry in raw.get("defaults", []) if isinstance(entry, str)]
+    if any(base.startswith("_") and base != "_self_" for base in bases):
+        return NAMING_KEYS.get(group, set())
     inherits = any((CONF / group / f"{base}.yaml").is_file() for base in bases)
     return {str(key) for key in raw if key != "defaults"} if inherits else set()
 
@@ -95,7 +90,14 @@ def disagreements(node: DictConfig, path: str, changed: set[str]) -> list[str]:
     return problems
 
 
-OPTIONS = [(g, p.stem) for g in MIRRORED_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+# The options of each group; a file whose name starts with "_" is a base they inherit, checked
+# through them.
+OPTIONS = [
+    (g, p.stem)
+    for g in MIRRORED_GROUPS
+    for p in sorted((CONF / g).glob("*.yaml"))
+    if not p.stem.startswith("_")
+]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
@@ -103,7 +105,7 @@ def test_an_option_repeats_its_targets_defaults(group: str, option: str) -> None
     overrides = ["~experiment", f"{group}={option}"]
     if group == "data" and option in ("arrays", "folder"):
         overrides.append(f"data.path={CONF}")
-    cfg = compose_config("train", *overrides)
+    cfg = compose_job("train", *overrides, output_dir=RUN_DIR, hydra=True)
     section = cfg[group]
     changed = own_keys(group, option)
     problems = [
@@ -118,7 +120,7 @@ def test_an_option_repeats_its_targets_defaults(group: str, option: str) -> None
     ("config", "section"), [("pretrain", "classifier"), ("train", "hydra.callbacks")]
 )
 def test_other_project_nodes_repeat_their_targets_defaults(config: str, section: str) -> None:
-    node = OmegaConf.select(compose_config(config), section)
+    node = OmegaConf.select(compose_job(config, output_dir=RUN_DIR, hydra=True), section)
     problems = [
         problem
         for path, child in _instantiable_nodes(node, section)

@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torchvision
 from torch import nn
 
 from autoencoder.encode import export_encoder, load_encoder
 from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.examples import smoke_overrides
 from autoencoder.losses import PerceptualLoss, ReconstructionLoss
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import Decoder, ResidualBlock
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import schedule_multiplier
 from autoencoder.train import train
-from tests.conftest import smoke
+from tests.probes import CountUpdates
 
 # ---------------------------------------------------------------------------- decoder
 
@@ -85,6 +86,55 @@ def test_a_3x3_tanh_bottleneck_keeps_the_latent_size_and_bounds_it(tmp_path: Pat
         Autoencoder(Encoder("resnet18", weights=None, depth=2), bottleneck_kernel_size=5)
 
 
+def test_weights_saved_when_the_bottleneck_was_a_bare_conv_still_load(tmp_path: Path) -> None:
+    """Checkpoints and exported encoders written before :class:`Bottleneck` existed: the
+    model held the conv as ``bottleneck`` and its activation beside it, and the sidecar of
+    an exported encoder had no small-image options."""
+    old = nn.Module()
+    old.encoder = Encoder("resnet18", weights=None, depth=2)
+    old.bottleneck = nn.Conv2d(64, 4, kernel_size=3, padding=1)
+    old.latent_activation = nn.Tanh()
+    old.decoder = Decoder(4, old.encoder.out_channels, old.encoder.reductions)
+    model = Autoencoder(
+        Encoder("resnet18", weights=None, depth=2),
+        latent_channels=4,
+        bottleneck_kernel_size=3,
+        bottleneck_activation="tanh",
+    )
+    model.load_state_dict(old.state_dict())  # strict: the same names and shapes
+    images = torch.rand(2, 3, 32, 32)
+    old.eval(), model.eval()
+    with torch.no_grad():
+        expected = old.latent_activation(old.bottleneck(old.encoder(images)))
+        torch.testing.assert_close(model.encode(images), expected)
+
+    exported = tmp_path / "old_encoder.pt"
+    torch.save(
+        {k: v for k, v in old.state_dict().items() if k.startswith(("encoder.", "bottleneck."))},
+        exported,
+    )
+    sidecar = {"name": "resnet18", "depth": 2, "latent_channels": 4, "normalize": True}
+    sidecar |= {"bottleneck_kernel_size": 3, "bottleneck_activation": "tanh"}
+    exported.with_suffix(".json").write_text(json.dumps(sidecar))
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(exported)(images), expected)
+
+
+def test_the_exported_encoder_keeps_the_encoder_options_for_small_images(tmp_path: Path) -> None:
+    encoder = Encoder("resnet18", weights=None, depth=3, stem_pool=False, input_scale=2)
+    model = Autoencoder(encoder, latent_channels=8, bottleneck_activation="relu").eval()
+    meta = json.loads(export_encoder(model, tmp_path / "encoder.pt").read_text())
+    assert (meta["stem_pool"], meta["input_scale"], meta["reduction"]) == (False, 2, 2)
+    exported = load_encoder(tmp_path / "encoder.pt")
+    assert (exported.encoder.stem_pool, exported.encoder.input_scale) == (False, 2)
+    assert exported.encoder.reductions == model.encoder.reductions == [1, 1, 2]
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        latent = exported(images)
+        assert latent.shape == (2, 8, 16, 16)
+        torch.testing.assert_close(latent, model.encode(images))
+
+
 # ---------------------------------------------------------------------- perceptual loss
 
 
@@ -127,7 +177,7 @@ def test_a_fit_with_the_perceptual_term_trains_and_a_missing_network_stops_it(
     weights = tmp_path / "classifier.pt"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
     base = (
-        *smoke(32, 16, 16),
+        *smoke_overrides(32, 16, 16),
         "trainer.max_epochs=1",
         "test=false",
         "logger=csv",
@@ -175,39 +225,19 @@ def test_onecycle_follows_torchs_one_cycle_lr() -> None:
 # ------------------------------------------------------------------- training metrics
 
 
-class CountUpdates(pl.Callback):
-    """Counts the updates of the model's training metrics; instances register themselves,
-    since the training job builds its callbacks from the config."""
-
-    instances: list[CountUpdates] = []
-
-    def __init__(self) -> None:
-        self.updates = 0
-        CountUpdates.instances.append(self)
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        original = pl_module.train_metrics.update
-
-        def counted(*args, **kwargs):
-            self.updates += 1
-            return original(*args, **kwargs)
-
-        pl_module.train_metrics.update = counted
-
-
 @pytest.mark.parametrize(("every", "updates"), [(1, 8), (3, 4), (None, 0)])
 def test_training_metrics_are_computed_on_a_sample_of_steps(
     compose_cfg, tmp_path: Path, every: int | None, updates: int
 ) -> None:
     """4 steps per epoch, 2 epochs: every batch, batches 0 and 3 of each epoch, or none."""
     cfg = compose_cfg(
-        *smoke(64, 16, 16),
+        *smoke_overrides(64, 16, 16),
         "trainer.max_epochs=2",
         "test=false",
         "logger=csv",
         "trainer.log_every_n_steps=1",
         f"model.train_metrics_every_n_steps={'null' if every is None else every}",
-        "+callbacks.counter._target_=tests.test_design_options.CountUpdates",
+        "+callbacks.counter._target_=tests.probes.CountUpdates",
     )
     summary = train(cfg)
     assert CountUpdates.instances[-1].updates == updates

@@ -12,13 +12,14 @@ import torch
 from autoencoder.callbacks import EMAWeights
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.errors import ConfigError
+from autoencoder.examples import smoke_overrides
 from autoencoder.runs import load_autoencoder, load_run_config
 from autoencoder.train import train
-from tests.conftest import run_script, smoke
+from tests.conftest import run_script
 
 # 48 images in batches of 16: 3 steps per epoch; phase 1 is the first epoch.
 EMA_RUN = (
-    *smoke(48, 16, 16),
+    *smoke_overrides(48, 16, 16),
     "callbacks=ema",
     "callbacks.ema.decay=0.5",
     "logger=csv",

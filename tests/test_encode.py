@@ -7,26 +7,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from autoencoder.encode import encode, load_encoder
 from autoencoder.runs import load_autoencoder, load_run_config
-from tests.conftest import make_images, run_script
-from tests.test_evaluate import (
+from tests.conftest import (
     NUM_CLASSES,
     NUM_TEST,
     NUM_TRAIN,
     TrainedRun,
     compose_job,
-    trained_run,
+    make_images,
+    run_script,
 )
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    return trained_run(tmp_path_factory.getbasetemp() / "trained_run")
 
 
 def read_index(folder: Path) -> list[dict[str, str]]:

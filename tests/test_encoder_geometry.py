@@ -13,10 +13,11 @@ import torch
 import torchvision
 
 from autoencoder.errors import ConfigError
+from autoencoder.examples import smoke_overrides
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
-from tests.conftest import run_script, smoke
+from tests.conftest import run_script
 
 # (encoder arguments, reductions of the kept stages, latent grid on 32 px images)
 GEOMETRIES = [
@@ -92,7 +93,7 @@ def test_a_training_run_prints_and_records_the_true_bottleneck(tmp_path: Path) -
     run_dir = tmp_path / "run"
     result = run_script(
         "train.py",
-        *smoke(32, 16, 16),
+        *smoke_overrides(32, 16, 16),
         "trainer.max_epochs=1",
         "finetune=full",
         "encoder.depth=3",

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from autoencoder.errors import ConfigError
+from autoencoder.examples import TWO_PHASES, smoke_overrides
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import ENCODERS, Encoder, register_encoder
 from autoencoder.train import train
@@ -66,19 +67,12 @@ def test_a_registered_family_trains_through_both_phases(toynet: str, compose_cfg
     """``encoder.name=toynet`` on the command line is all a user adds: the decoder, one
     parameter group per stage and two-phase fine-tuning follow from the table entry."""
     cfg = compose_cfg(
-        "experiment=smoke",
+        *smoke_overrides(32, 16, 16),
+        *TWO_PHASES,
         f"encoder.name={toynet}",
         "encoder.depth=3",
         "model.latent_channels=4",
-        "data.num_train=32",
-        "data.num_val=16",
-        "data.num_test=16",
-        "data.batch_size=16",
         "data.image_size=16",
-        "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
-        "finetune.patience=null",
-        "finetune.max_frozen_epochs=1",
         "finetune.warmup_steps=0",
     )
     summary = train(cfg)

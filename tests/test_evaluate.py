@@ -1,125 +1,34 @@
 """Evaluating a checkpoint: metrics, grids, worst images, classifier accuracy, user errors.
 
-One tiny pipeline is shared by this module, ``test_encode`` and ``test_notebooks``: a
-ResNet-18 classifier pretrained for one step on generated labelled arrays, then an
-autoencoder trained for two epochs (one frozen, one fine-tuned) on that encoder.
+The checkpoint is the session's trained run (``run`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from autoencoder.errors import ConfigError
 from autoencoder.evaluate import evaluate, load_classifier
 from autoencoder.grids import comparison_grid
-from autoencoder.pretrain import pretrain
 from autoencoder.runs import checkpoint_file, data_config, load_autoencoder, load_run_config
-from autoencoder.train import train
-from tests.conftest import CONFIG_DIR, ONE_BATCH, make_images, run_script
-
-NUM_TRAIN, NUM_TEST, NUM_CLASSES = 96, 32, 10
-
-
-@dataclass(frozen=True)
-class TrainedRun:
-    """A finished training run and the data and classifier it was made from."""
-
-    arrays_dir: Path
-    classifier_weights: Path
-    run_dir: Path
-    metrics: dict[str, Any]
-
-    @property
-    def ckpt(self) -> Path:
-        return Path(self.metrics["best_ckpt"])
-
-
-def compose_job(config_name: str, *overrides: str, output_dir: Path) -> DictConfig:
-    """Compose one of the configs in ``conf/`` with its outputs in ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
-def write_arrays(folder: Path, labelled: bool = True) -> Path:
-    folder.mkdir(parents=True)
-    for split, count, seed in (("train", NUM_TRAIN, 0), ("test", NUM_TEST, 1)):
-        labels = {"labels": np.arange(count) % NUM_CLASSES} if labelled else {}
-        np.savez(folder / f"{split}.npz", images=make_images(count, seed=seed), **labels)
-    return folder
-
-
-@functools.cache
-def trained_run(base: Path) -> TrainedRun:
-    """Pretrain a classifier, train an autoencoder on its encoder (once per session)."""
-    arrays = write_arrays(base / "arrays")
-    pretrained = pretrain(
-        compose_job(
-            "pretrain",
-            "encoder=resnet18",
-            "data=arrays",
-            f"data.path={arrays}",
-            "data.batch_size=16",
-            "data.num_workers=0",
-            "logger=none",
-            "trainer.accelerator=cpu",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            *ONE_BATCH,
-            output_dir=base / "pretrain",
-        )
-    )
-    run_dir = base / "run"
-    cfg = compose_job(
-        "train",
-        "data=arrays",
-        f"data.path={arrays}",
-        "data.batch_size=32",
-        "data.num_workers=0",
-        f"encoder.weights={pretrained['weights_path']}",
-        "encoder.depth=3",
-        "model.latent_channels=16",
-        "logger=csv",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        "finetune.patience=null",
-        "finetune.max_frozen_epochs=1",
-        output_dir=run_dir,
-    )
-    metrics = train(cfg)
-    # What a Hydra run saves: the composed config, its output folder left unresolved.
-    with open_dict(cfg):
-        cfg.paths.output_dir = "${hydra:runtime.output_dir}"
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    GlobalHydra.instance().clear()
-    return TrainedRun(arrays, Path(pretrained["weights_path"]), run_dir, metrics)
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    return trained_run(tmp_path_factory.getbasetemp() / "trained_run")
+from tests.conftest import (
+    NUM_CLASSES,
+    NUM_TEST,
+    TrainedRun,
+    compose_job,
+    run_script,
+    write_arrays,
+)
 
 
 def test_script_writes_metrics_grids_worst_images_and_classifier_accuracy(
@@ -223,16 +132,16 @@ def test_missing_run_config_names_the_path_and_the_override(
 def test_data_is_the_runs_unless_replaced_or_edited(run: TrainedRun, tmp_path: Path) -> None:
     run_cfg = load_run_config(run.ckpt)
     ckpt = f"ckpt_path={run.ckpt}"
-    default = data_config(compose_job("evaluate", ckpt, output_dir=tmp_path), run_cfg)
+    default = data_config(compose_job("evaluate", ckpt, output_dir=tmp_path).get("data"), run_cfg)
     assert default == run_cfg.data
 
     edited = data_config(
-        compose_job("evaluate", ckpt, "+data.batch_size=8", output_dir=tmp_path), run_cfg
+        compose_job("evaluate", ckpt, "+data.batch_size=8", output_dir=tmp_path).data, run_cfg
     )
     assert edited.batch_size == 8 and edited.path == run_cfg.data.path
 
     replaced = data_config(
-        compose_job("evaluate", ckpt, "data=cifar10", output_dir=tmp_path), run_cfg
+        compose_job("evaluate", ckpt, "data=cifar10", output_dir=tmp_path).data, run_cfg
     )
     assert replaced._target_.endswith("CIFAR10DataModule")
     assert replaced.root == "data"  # ${paths.data_dir} resolves in the evaluation config

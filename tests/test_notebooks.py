@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.test_evaluate import NUM_TEST, NUM_TRAIN, TrainedRun, trained_run
+from tests.conftest import NUM_TEST, NUM_TRAIN, ROOT, TrainedRun
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    return trained_run(tmp_path_factory.getbasetemp() / "trained_run")
+NOTEBOOKS = ROOT / "notebooks"
 
 
 def execute(name: str) -> tuple[list[dict], str]:

@@ -2,55 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from autoencoder.errors import ConfigError
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import Encoder
 from autoencoder.pretrain import pretrain, save_encoder_weights
-from tests.conftest import CONFIG_DIR, ONE_BATCH, make_images, run_script
-
-# A few steps on 2 CPU cores: a ResNet-18 step takes about a second there.
-FAST = (
-    "trainer.max_epochs=1",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    *ONE_BATCH,
-)
+from tests.conftest import FAST_PRETRAIN, compose_job, make_images, run_script
 
 
 @pytest.fixture
-def compose_pretrain(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+def compose_pretrain(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose the pretraining config with overrides, writing outputs under ``tmp_path``."""
-    GlobalHydra.instance().clear()
-
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="pretrain", overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    return functools.partial(compose_job, "pretrain", output_dir=tmp_path / "run")
 
 
 def test_pretrain_saves_weights_that_load_as_encoder(
     arrays_dir: Path, compose_pretrain: Callable[..., DictConfig]
 ) -> None:
-    cfg = compose_pretrain("encoder=resnet18", "data=arrays", f"data.path={arrays_dir}", *FAST)
+    cfg = compose_pretrain(
+        "encoder=resnet18", "data=arrays", f"data.path={arrays_dir}", *FAST_PRETRAIN
+    )
     summary = pretrain(cfg)
 
     weights = Path(cfg.paths.output_dir) / "encoder_weights.pt"
@@ -105,7 +86,7 @@ def test_unlabelled_data_is_a_config_error(
     tmp_path: Path, compose_pretrain: Callable[..., DictConfig]
 ) -> None:
     folder = _arrays(tmp_path / "unlabelled", {"train": False, "test": False})
-    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST)
+    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST_PRETRAIN)
     with pytest.raises(ConfigError, match="data=arrays needs a 'labels' array"):
         pretrain(cfg)
 
@@ -114,7 +95,7 @@ def test_a_split_without_labels_is_a_config_error(
     tmp_path: Path, compose_pretrain: Callable[..., DictConfig]
 ) -> None:
     folder = _arrays(tmp_path / "half_labelled", {"train": False, "test": True})
-    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST)
+    cfg = compose_pretrain("data=arrays", f"data.path={folder}", *FAST_PRETRAIN)
     with pytest.raises(ConfigError, match=r"split has unlabelled images.*'labels' array"):
         pretrain(cfg)
 
@@ -126,7 +107,7 @@ def test_script_writes_weights(arrays_dir: Path, tmp_path: Path) -> None:
         "encoder=resnet18",
         "data=arrays",
         f"data.path={arrays_dir}",
-        *FAST,
+        *FAST_PRETRAIN,
         f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -22,13 +22,14 @@ from autoencoder import checkpointing
 from autoencoder.atomic import atomic_save
 from autoencoder.checkpointing import AtomicCheckpointIO
 from autoencoder.config import instantiate
+from autoencoder.examples import smoke_overrides
 from autoencoder.train import train
-from tests.conftest import ROOT, smoke
+from tests.conftest import ROOT
 
 # 48 images in batches of 16: 3 steps per epoch. Phase 2 starts after epoch 0 (step 3);
 # last.ckpt is rewritten after every epoch, so after epoch 1 it holds step 6, in phase 2.
 RUN = (
-    *smoke(48, 16, 16),
+    *smoke_overrides(48, 16, 16),
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "finetune.patience=null",

@@ -11,11 +11,14 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from autoencoder.examples import smoke_overrides
+from autoencoder.models.encoders import Encoder
 from autoencoder.sweeps import write_summary
-from tests.conftest import run_script, smoke
+from tests.conftest import CONFIG_DIR, DDP_ENV, DDP_ON_CPU, compose_job, run_script
 
-QUICK = (*smoke(), "trainer.max_epochs=1", "logger=csv")
+QUICK = (*smoke_overrides(), "trainer.max_epochs=1", "logger=csv")
 
 
 def run_sweep(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -101,7 +104,10 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, storage) ->
     for row in rows:  # each trial sampled the search space of conf/hparams_search/optuna.yaml
         assert 1e-4 <= float(row["model.lr"]) <= 3e-3
         assert 1.5 <= float(row["finetune.factor"]) <= 4.0
-        assert row["model.latent_channels"] in {"16", "32", "64", "128"}
+        assert row["layout"] in {"depth2", "depth3", "depth4"}
+        assert row["decoder.width"] in {"0.5", "1.0", "2.0"}
+    # every trial kept the smoke experiment's latent size, 16 x 4 x 4 floats
+    assert [r["latent_floats"] for r in rows] == ["256", "256"]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = max(float(r["val/psnr"]) for r in rows)
     assert results["best_value"] == pytest.approx(best)
@@ -116,9 +122,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
     result = run_sweep(
         tmp_path,
         *QUICK,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
+        *DDP_ON_CPU,
         "trainer.max_epochs=2",
         "finetune.patience=null",
         "finetune.warmup_steps=2",
@@ -127,7 +131,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
         "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         "+callbacks.rank_probe.folder=${paths.output_dir}/probe",
         f"hydra.sweep.dir={sweep}",
-        env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
+        env=DDP_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [(r["seed"], r["status"]) for r in read_summary(sweep)] == [
@@ -147,3 +151,35 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
     # ranks > 0 ran their job as a single run in the job's folder: no sweep of their own
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert not (tmp_path / "outputs").exists()
+
+
+def optuna_choices(key: str) -> list[str]:
+    """The values ``hparams_search=optuna`` chooses ``key`` from."""
+    params = compose_job("train", "hparams_search=optuna", hydra=True).hydra.sweeper.params
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={params[key]}"])
+    return list(override.value().list)
+
+
+EXPERIMENTS = sorted(
+    path.stem
+    for path in (CONFIG_DIR / "experiment").glob("*.yaml")
+    if not path.stem.startswith("_")
+)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_optuna_search_keeps_the_latent_size_of_the_experiment(experiment: str) -> None:
+    """Every layout the study can choose gives the experiment's own latent floats per image,
+    so trials differ in how they spend that size, never in the size."""
+
+    def cut_and_latent_floats(*overrides: str) -> tuple[int, int]:
+        cfg = compose_job("train", f"experiment={experiment}", *overrides)
+        size = cfg.data.get("image_size") or (96 if "STL10" in cfg.data._target_ else 32)
+        reduction = Encoder(cfg.encoder.name, weights=None, depth=cfg.encoder.depth).reduction
+        return cfg.encoder.depth, cfg.model.latent_channels * (size // reduction) ** 2
+
+    layouts = optuna_choices("layout")
+    _, expected = cut_and_latent_floats()
+    results = [cut_and_latent_floats(f"layout={layout}") for layout in layouts]
+    assert len({cut for cut, _ in results}) == len(layouts) > 1  # each cuts elsewhere
+    assert [floats for _, floats in results] == [expected] * len(layouts)

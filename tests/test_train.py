@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from autoencoder.examples import smoke_overrides
 from autoencoder.train import train
-from tests.conftest import run_script, smoke
+from tests.conftest import DDP_ENV, DDP_ON_CPU, run_script
 from tests.probes import BatchCounter
 
-SMALL = smoke()
+SMALL = smoke_overrides()
 # Transition forced after 2 epochs, with a warm-up that runs into the 4th epoch.
 SCHEDULE = (
     "finetune.patience=null",
@@ -220,9 +221,7 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
     result = run_script(
         "train.py",
         *SMALL,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
+        *DDP_ON_CPU,
         "trainer.max_epochs=3",
         "finetune.patience=null",
         "finetune.max_frozen_epochs=1",
@@ -231,7 +230,7 @@ def test_two_process_ddp_goes_through_both_phases_and_ranks_agree(tmp_path) -> N
         "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         f"+callbacks.rank_probe.folder={probe}",
         "logger=wandb",
-        env={"PL_DISABLE_FORK": "1", "WANDB_MODE": "offline"},
+        env=DDP_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -258,9 +257,7 @@ def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> N
     result = run_script(
         "train.py",
         *SMALL,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
+        *DDP_ON_CPU,
         "trainer.max_epochs=3",
         "test=false",
         "logger=csv",
@@ -272,7 +269,7 @@ def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> N
         "+callbacks.rank_monitor._target_=tests.probes.RankMonitor",
         "+callbacks.rank_probe._target_=tests.probes.RankProbe",
         f"+callbacks.rank_probe.folder={probe}",
-        env={"PL_DISABLE_FORK": "1"},
+        env=DDP_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -14,7 +14,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import wandb
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -24,12 +23,13 @@ from wandb.proto.wandb_internal_pb2 import Record
 
 from autoencoder.callbacks import reconstruct
 from autoencoder.config import instantiate
+from autoencoder.examples import smoke_overrides
 from autoencoder.grids import comparison_grid
 from autoencoder.loggers import multirun_group_and_name
 from autoencoder.train import train
-from tests.conftest import CONFIG_DIR, run_script, smoke
+from tests.conftest import compose_job, run_script
 
-SMALL = (*smoke(32, 16, 16), "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
+SMALL = (*smoke_overrides(32, 16, 16), "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
 
 
 @pytest.fixture(autouse=True)
@@ -46,10 +46,7 @@ def hydra_job() -> Iterator[Callable[..., None]]:
     """Make ``HydraConfig`` describe a job launched with the given overrides, as in an app."""
 
     def _start(*overrides: str) -> None:
-        config_dir = CONFIG_DIR
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
+        HydraConfig.instance().set_config(compose_job("train", *overrides, hydra=True))
 
     yield _start
     HydraConfig.instance().cfg = None

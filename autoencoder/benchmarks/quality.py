@@ -30,8 +30,7 @@ from omegaconf import OmegaConf
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from autoencoder.benchmarks.tables import Table
-from autoencoder.config import instantiate
-from autoencoder.examples import compose_config
+from autoencoder.config import compose_config, instantiate
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
 # henriwoodcock, "Applying Modern Best Practices to Autoencoders": a pretrained ResNet-34

@@ -27,8 +27,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from autoencoder.benchmarks.tables import Table
-from autoencoder.config import instantiate
-from autoencoder.examples import compose_config
+from autoencoder.config import compose_config, instantiate
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.runs import build_model
 from autoencoder.train import train
@@ -162,11 +161,10 @@ def bare_loop(
         group["params"] = [p for p in group["params"] if p.requires_grad]
     optimizer = instantiate(cfg.optimizer)([g for g in groups if g["params"]], lr=model.lr)
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compiled else model
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     timings = []
     for step, images in enumerate(batches):
         start = time.perf_counter()
-        images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=model.memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model.loss(forward(images).float(), images)
         optimizer.zero_grad(set_to_none=True)

@@ -6,13 +6,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.error import URLError
 
 import torchvision
 from torch.utils.data import Dataset
 
 from autoencoder.data.base import ImageDataModule
-from autoencoder.errors import ResourceUnavailableError
+from autoencoder.errors import ResourceUnavailableError, error_summary
 
 
 class _TorchvisionDataModule(ImageDataModule):
@@ -36,9 +35,7 @@ class _TorchvisionDataModule(ImageDataModule):
             return self._construct(train)
         except (OSError, RuntimeError, tarfile.TarError, zipfile.BadZipFile) as exc:
             if self.download:
-                reason = str(exc.reason) if isinstance(exc, URLError) else str(exc)
-                reason = reason if len(reason) <= 120 else reason[:117] + "..."
-                problem = f"could not be downloaded ({reason})"
+                problem = f"could not be downloaded ({error_summary(exc)})"
                 first_fix = "connect to the internet once"
             else:
                 problem = "was not downloaded (data.download=false)"

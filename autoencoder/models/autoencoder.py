@@ -10,7 +10,6 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MetricCollection
@@ -19,8 +18,10 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
+from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import (
     DECODER_GROUP,
     RatePolicy,
@@ -33,12 +34,6 @@ from autoencoder.param_groups import (
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
 NonfiniteAction = Literal["stop", "skip"]
-LatentActivation = Literal["none", "relu", "tanh"]
-LATENT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "none": nn.Identity,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-}
 # The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
 # first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
 DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
@@ -97,10 +92,10 @@ class Autoencoder(pl.LightningModule):
         bottleneck_activation: applied to the latent: ``none`` (a linear latent), ``relu``
             or ``tanh``.
         train_metrics_every_n_steps: compute the training metrics (MSE, MAE, PSNR, SSIM) on
-            one batch in this many; the loss is logged every step. SSIM alone costs about a
-            fifth of a CPU training step, so the default samples. ``null``: never.
-        channels_last: run convolutions in channels-last memory format (much faster on CPU
-            and on tensor cores).
+            one batch in this many; the loss is logged every step. The metrics (SSIM most)
+            add to the cost of a step, so the default samples. ``null``: never.
+        channels_last: run convolutions in channels-last memory format (see
+            :func:`~autoencoder.models.steps.conv_memory_format`).
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
             :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
             fine-tuning phase; ``skip`` skips that batch's update with a warning. The check
@@ -128,29 +123,20 @@ class Autoencoder(pl.LightningModule):
         super().__init__()
         if not lr > 0:  # also NaN
             raise ConfigError(f"model.lr must be > 0, got {lr}.")
-        if latent_channels < 1:
-            raise ConfigError(f"model.latent_channels must be >= 1, got {latent_channels}.")
         check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
         check_choice("model.scheduler", scheduler, Schedule)
-        check_choice("model.bottleneck_activation", bottleneck_activation, LatentActivation)
-        if bottleneck_kernel_size not in (1, 3):
-            raise ConfigError(
-                f"model.bottleneck_kernel_size must be 1 or 3, got {bottleneck_kernel_size}."
-            )
         if train_metrics_every_n_steps is not None and train_metrics_every_n_steps < 1:
             raise ConfigError(
                 "model.train_metrics_every_n_steps must be >= 1 or null, got "
                 f"{train_metrics_every_n_steps}."
             )
         self.encoder = encoder
-        self.bottleneck = nn.Conv2d(
+        self.bottleneck = Bottleneck(
             encoder.out_channels[-1],
             latent_channels,
             kernel_size=bottleneck_kernel_size,
-            padding=bottleneck_kernel_size // 2,
+            activation=bottleneck_activation,
         )
-        self.bottleneck_activation = bottleneck_activation
-        self.latent_activation = LATENT_ACTIVATIONS[bottleneck_activation]()
         self.decoder = decoder(
             latent_channels=latent_channels,
             stage_channels=encoder.out_channels,
@@ -171,8 +157,7 @@ class Autoencoder(pl.LightningModule):
         self.train_metrics = _metrics("train/")
         self.val_metrics = _metrics("val/")
         self.test_metrics = _metrics("test/")
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.to(memory_format=self.memory_format)
 
     # ----------------------------------------------------------------- shape bookkeeping
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
@@ -224,8 +209,13 @@ class Autoencoder(pl.LightningModule):
         self.train()
 
     # ------------------------------------------------------------------------- forward
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout inputs are given in: the one the weights are in."""
+        return conv_memory_format(self.channels_last)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.latent_activation(self.bottleneck(self.encoder(images)))
+        return self.bottleneck(self.encoder(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(images))
@@ -234,22 +224,13 @@ class Autoencoder(pl.LightningModule):
         self, batch: Any, metrics: MetricCollection, stage: str, with_metrics: bool = True
     ) -> torch.Tensor | None:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        reconstruction = self(images.contiguous(memory_format=memory_format))
+        reconstruction = self(images.contiguous(memory_format=self.memory_format))
         loss = self.loss(reconstruction.float(), images)
         training = stage == "train"
         if training and not self._loss_is_finite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the backward pass and the update
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not training,
-            batch_size=images.shape[0],
-        )
+        log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
             # torchmetrics flattens with .view(), which needs the default memory layout.
             metrics.update(reconstruction.detach().float().contiguous(), images)
@@ -346,7 +327,7 @@ class Autoencoder(pl.LightningModule):
             "encoder.input_scale": self.encoder.input_scale,
             "model.latent_channels": self.latent_channels,
             "model.bottleneck_kernel_size": self.bottleneck.kernel_size[0],
-            "model.bottleneck_activation": self.bottleneck_activation,
+            "model.bottleneck_activation": self.bottleneck.activation_name,
             **self.decoder.settings(),
             "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
         }

@@ -28,6 +28,7 @@ from autoencoder.models.encoders import (
     remove_first_max_pool,
     scale_input,
 )
+from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import Schedule, schedule_multiplier
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -59,8 +60,8 @@ class Classifier(pl.LightningModule):
         scheduler: learning-rate shape over the run, stepped per batch: constant, cosine
             or linear decay to 0.
         label_smoothing: cross-entropy label smoothing, in [0, 1).
-        channels_last: run convolutions in channels-last memory format (much faster on CPU
-            and on tensor cores).
+        channels_last: run convolutions in channels-last memory format (see
+            :func:`~autoencoder.models.steps.conv_memory_format`).
         stem_pool, input_scale: the input geometry, as the encoder options of the same names:
             pretrain with the geometry the encoder will be used with.
     """
@@ -109,7 +110,7 @@ class Classifier(pl.LightningModule):
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_name = scheduler
         self.label_smoothing = label_smoothing
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = conv_memory_format(channels_last)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -136,15 +137,7 @@ class Classifier(pl.LightningModule):
         logits = self(images.contiguous(memory_format=self.memory_format)).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         training = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not training,
-            batch_size=labels.shape[0],
-        )
+        log_loss(self, stage, loss, batch_size=labels.shape[0])
         accuracy(logits.detach(), labels)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=not training)
         return loss

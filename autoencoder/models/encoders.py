@@ -32,14 +32,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoencoder.checkpointing import read_state_dict
-from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Checkpoint wrappers whose prefixes are stripped when loading a state dict file.
 _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
-# Classifier parts that an encoder never keeps.
-_HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.")
+# The classifier head of a torchvision network, which an encoder never keeps: ResNet's
+# ``avgpool`` and ``fc``, VGG's ``avgpool`` and ``classifier`` (its last layer
+# ``classifier.6``).
+HEAD_PREFIXES = ("avgpool.", "fc.", "classifier.")
 # BatchNorm of a stage while the model trains: pretrained statistics, or batch statistics.
 BatchNormMode = Literal["eval", "train"]
 
@@ -383,8 +385,8 @@ def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str
         except (urllib.error.URLError, OSError, RuntimeError) as error:
             raise ResourceUnavailableError(
                 f"could not download the ImageNet weights of {name} ({weights_enum.url}): "
-                f"{_reason(error)}. Either connect once so torchvision caches them, pass a local "
-                f"state dict with encoder.weights=PATH (e.g. one made by "
+                f"{error_summary(error)}. Either connect once so torchvision caches them, pass a "
+                f"local state dict with encoder.weights=PATH (e.g. one made by "
                 f"scripts/pretrain_encoder.py), or train from scratch with encoder.weights=null."
             ) from None
         load_backbone_state_dict(net, state_dict, source=weights_enum.url, name=name)
@@ -411,8 +413,8 @@ def load_backbone_state_dict(
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{source} does not hold a state dict (got {type(loaded).__name__}).")
     state_dict = {_strip_prefixes(key): value for key, value in loaded.items()}
-    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
-    given = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_PREFIXES)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    given = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES)}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     mismatched = sorted(
@@ -447,8 +449,3 @@ def _strip_prefixes(key: str) -> str:
                 key = key[len(prefix) :]
                 changed = True
     return key
-
-
-def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", None) or error
-    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(error).__name__
