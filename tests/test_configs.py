@@ -246,6 +246,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), residual=False),
+    ("experiment", "quickstart"): experiment_is(SyntheticDataModule, (2, 16, 16), residual=False),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
 

@@ -287,6 +287,22 @@ def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> Non
     assert summary["test/psnr"] > 10
 
 
+@pytest.mark.slow
+def test_quickstart_runs_offline_quietly_and_reconstructs_its_pictures(tmp_path) -> None:
+    """The README's first command as a user runs it (about a minute on 2 idle CPU cores):
+    no download, no warning, and reconstructions close enough to see the input in them."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", "experiment=quickstart", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warn" not in result.stderr.lower() and "warn" not in result.stdout.lower()
+    metrics = read_metrics(run_dir)
+    assert metrics["test/psnr"] >= 25
+    assert metrics["latent_floats"] == 2 * 16 * 16 and metrics["transition_step"] == 0
+    assert (run_dir / "reconstructions" / "test.png").is_file()
+
+
 def test_logger_none_and_wandb_offline(compose_cfg, tmp_path, monkeypatch) -> None:
     quick = (*SMALL, "trainer.max_epochs=1", "test=false")
     none = train(compose_cfg(*quick, "logger=none", output_dir=tmp_path / "none"))
