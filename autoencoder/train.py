@@ -90,7 +90,8 @@ def _fit_and_test(
         for logger in loggers:
             logger.log_hyperparams(run_config(cfg))
         started = time.perf_counter()
-        with _without_expected_warnings():
+        in_memory = getattr(datamodule, "in_memory", False)
+        with _without_expected_warnings(in_memory):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - started
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
@@ -99,7 +100,7 @@ def _fit_and_test(
         best_ckpt = best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
         if cfg.get("test"):  # debug=fast (no checkpoints): one batch with the final weights
-            with _without_expected_warnings():
+            with _without_expected_warnings(in_memory):
                 results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
             test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
         summary = {
@@ -118,9 +119,11 @@ def _fit_and_test(
 
 
 @contextmanager
-def _without_expected_warnings() -> Iterator[None]:
-    """Hide the two warnings every run would print that ask nothing of the user."""
+def _without_expected_warnings(in_memory_data: bool) -> Iterator[None]:
+    """Hide the warnings a run would print that ask nothing of the user."""
     with warnings.catch_warnings():
+        if in_memory_data:  # loader workers would only copy tensors already in memory
+            warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers")
         # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         # Lightning's own pytree helper builds torch's LeafSpec, which newer torch releases

@@ -42,6 +42,7 @@ class SyntheticDataModule(ImageDataModule):
     """
 
     max_shapes = 4
+    in_memory = True
 
     def __init__(
         self,
