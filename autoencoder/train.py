@@ -7,6 +7,8 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +90,8 @@ def _fit_and_test(
         for logger in loggers:
             logger.log_hyperparams(run_config(cfg))
         started = time.perf_counter()
-        with warnings.catch_warnings():
-            # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        in_memory = getattr(datamodule, "in_memory", False)
+        with _without_expected_warnings(in_memory):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = fit_wall_time(callbacks, time.perf_counter() - started)
         optimized = trainer.callback_metrics.get(cfg.optimized_metric)
@@ -99,7 +100,8 @@ def _fit_and_test(
         best_ckpt = best_checkpoint(callbacks)
         test_metrics: dict[str, float] = {}
         if cfg.get("test"):  # debug=fast (no checkpoints): one batch with the final weights
-            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
+            with _without_expected_warnings(in_memory):
+                results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
             test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
         summary = {
             **{name: test_metrics.get(name) for name in TEST_METRICS},
@@ -123,6 +125,25 @@ def fit_wall_time(callbacks: list[Callback], this_process: float) -> float:
     resumed run counts every part; without one, this process's fit."""
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
     return timer.time_elapsed("train") if timer is not None else this_process
+
+
+
+@contextmanager
+def _without_expected_warnings(in_memory_data: bool) -> Iterator[None]:
+    """Hide the warnings a run would print that ask nothing of the user."""
+    with warnings.catch_warnings():
+        if in_memory_data:  # loader workers would only copy tensors already in memory
+            warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers")
+        # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        # Lightning's own pytree helper builds torch's LeafSpec, which newer torch releases
+        # deprecate; Lightning has to change, not the run.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+            category=FutureWarning,
+        )
+        yield
 
 
 def best_checkpoint(callbacks: list[Callback]) -> str | None:

@@ -2,8 +2,8 @@
 
 Writes latents.npy and index.csv for a split of the run's data (or ``data=...``), and with
 ``export_encoder=PATH`` the trained encoder + bottleneck for downstream use.
-Checkpoints are loaded weights-only; the run config next to them must be trusted (README,
-"Untrusted files").
+Checkpoints are loaded weights-only; the run config next to them must be trusted
+(docs/untrusted-files.md).
 """
 
 import hydra

@@ -2,8 +2,8 @@
 
 Test MSE, MAE, PSNR and SSIM, reconstruction grids, the worst-reconstructed images and,
 with ``classifier_weights=PATH``, a classifier's accuracy on reconstructions vs originals.
-Checkpoints are loaded weights-only; the run config next to them must be trusted (README,
-"Untrusted files").
+Checkpoints are loaded weights-only; the run config next to them must be trusted
+(docs/untrusted-files.md).
 """
 
 import hydra

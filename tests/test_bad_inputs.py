@@ -269,7 +269,21 @@ CASES = [
         lambda i: cli_train(i, "encoder.name=resnet19"),
         "error: unknown encoder 'resnet19'. Valid names: resnet18, resnet34, resnet50, "
         "resnet101, resnet152, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, "
-        "vgg19_bn (set encoder=NAME).",
+        "vgg19_bn (set encoder=NAME; an encoder registered in a module of your own needs "
+        "imports=[MODULE]).",
+    ),
+    Case(
+        "unimportable-module",
+        lambda i: cli_train(i, "imports=[no_such_package.encoders]"),
+        "error: imports: cannot import 'no_such_package.encoders' (ModuleNotFoundError: No "
+        "module named 'no_such_package'). Put the folder that holds it on PYTHONPATH or install "
+        "its package, or fix the name in imports=[...].",
+    ),
+    Case(
+        "imports-not-module-names",
+        lambda i: cli_train(i, "imports=[1]"),
+        "error: imports must be a list of module names, e.g. imports=[my_package.my_encoders]; "
+        "got [1].",
     ),
     Case(
         "unknown-decoder-option",

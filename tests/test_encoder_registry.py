@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from autoencoder.config import compose_config
 from autoencoder.errors import ConfigError
 from autoencoder.examples import TWO_PHASES, smoke_overrides
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import ENCODERS, Encoder, register_encoder
 from autoencoder.train import train
+from tests.conftest import ROOT, run_script
 
 
 class ToyNet(nn.Module):
@@ -81,3 +85,63 @@ def test_a_registered_family_trains_through_both_phases(toynet: str, compose_cfg
     checkpoint = torch.load(summary["best_ckpt"], weights_only=True)
     rates = {group["name"] for group in checkpoint["optimizer_states"][0]["param_groups"]}
     assert rates == {"decoder", "encoder.first", "encoder.second", "encoder.third"}
+
+
+USER_MODULE = """
+from collections import OrderedDict
+
+from torch import nn
+
+from autoencoder.models.encoders import register_encoder
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.second = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+
+
+register_encoder(
+    "tinynet",
+    build=TinyNet,
+    stages=lambda net: OrderedDict(first=net.first, second=net.second),
+)
+"""
+
+
+def test_an_encoder_registered_in_the_users_module_trains_through_the_script(
+    tmp_path: Path,
+) -> None:
+    """What docs/encoders.md shows: a module of the user's that calls ``register_encoder``,
+    named by ``imports=[...]``, makes ``encoder.name`` accept the new encoder."""
+    package = tmp_path / "my_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "my_encoders.py").write_text(USER_MODULE)
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        *smoke_overrides(32, 16, 16, batch_size=16),
+        "imports=[my_package.my_encoders]",
+        "encoder.name=tinynet",
+        "encoder.depth=null",
+        "model.latent_channels=4",
+        "trainer.max_epochs=2",
+        "finetune.patience=null",
+        "finetune.warmup_steps=0",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["latent_floats"] == 4 * 8 * 8 and metrics["transition_epoch"] == 0
+    checkpoint = torch.load(metrics["best_ckpt"], weights_only=True)
+    groups = {group["name"] for group in checkpoint["optimizer_states"][0]["param_groups"]}
+    assert groups == {"decoder", "encoder.first", "encoder.second"}
+
+
+@pytest.mark.parametrize("config", ["train", "evaluate", "encode", "pretrain"])
+def test_every_entry_point_that_builds_models_takes_imports(config: str) -> None:
+    assert compose_config(config, "imports=[json]").imports == ["json"]

@@ -1,5 +1,5 @@
 """The package's floors: a module imports only from its own floor or below, so the building
-blocks never depend on the jobs that use them (README, "Layout")."""
+blocks never depend on the jobs that use them (docs/development.md, "Layout")."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ FLOORS = {
     "pretrain": 3,
     "encode": 3,
     "examples": 3,
+    "figures": 3,
     "benchmarks": 3,
 }
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.trainer.connectors import data_connector
 
 from autoencoder.examples import smoke_overrides
 from autoencoder.train import train
@@ -282,6 +284,47 @@ def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> Non
     summary = train(compose_cfg("experiment=smoke", "trainer.enable_progress_bar=false"))
     assert summary["transition_epoch"] is not None and summary["transition_epoch"] < 3
     assert summary["test/psnr"] > 10
+
+
+@pytest.mark.slow
+def test_quickstart_runs_offline_quietly_and_reconstructs_its_pictures(tmp_path) -> None:
+    """The README's first command as a user runs it (about a minute on 2 idle CPU cores):
+    no download, no warning, and reconstructions close enough to see the input in them."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", "experiment=quickstart", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warn" not in result.stderr.lower() and "warn" not in result.stdout.lower()
+    metrics = read_metrics(run_dir)
+    assert metrics["test/psnr"] >= 25
+    assert metrics["latent_floats"] == 2 * 16 * 16 and metrics["transition_step"] == 0
+    assert (run_dir / "reconstructions" / "test.png").is_file()
+
+
+def test_only_in_memory_data_is_spared_lightnings_advice_to_add_loader_workers(
+    compose_cfg, arrays_dir, tmp_path, monkeypatch
+) -> None:
+    """With more cores than this machine's, Lightning advises loader workers for
+    ``num_workers=0``: noise for the generated images, which are tensors in memory; still
+    said for images read from files."""
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda devices: 7)
+    quick = ("trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false")
+    on_files = (
+        "data=arrays",
+        f"data.path={arrays_dir}",
+        "data.num_workers=0",
+        "encoder.weights=null",
+        "encoder.depth=3",
+        "model.latent_channels=16",
+        "trainer.accelerator=cpu",
+    )
+    for overrides, advised in ((SMALL, False), (on_files, True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(compose_cfg(*overrides, *quick, output_dir=tmp_path / str(advised)))
+        said = any("does not have many workers" in str(w.message) for w in caught)
+        assert said is advised
 
 
 def test_logger_none_and_wandb_offline(compose_cfg, tmp_path, monkeypatch) -> None:

@@ -8,7 +8,7 @@ such as ``autoencoder.data.ArraysDataModule`` (in ``conf/data/`` and in the save
 from autoencoder.data.arrays import ArraysDataModule
 from autoencoder.data.base import EpochSeededSampler, ImageDataModule, source_of, to_rgb
 from autoencoder.data.folder import FolderDataModule
-from autoencoder.data.synthetic import SyntheticDataModule, generate_blobs
+from autoencoder.data.synthetic import SyntheticDataModule, generate_shapes
 from autoencoder.data.torchvision_sets import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -24,7 +24,7 @@ __all__ = [
     "ImageDataModule",
     "STL10DataModule",
     "SyntheticDataModule",
-    "generate_blobs",
+    "generate_shapes",
     "source_of",
     "to_rgb",
 ]

@@ -165,6 +165,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     # How to give this kind of data labels, for jobs that need them (pretraining).
     labels_hint = "use a labelled dataset, e.g. data=cifar10"
+    # True when the images are ready-made tensors in memory: loader workers would only copy
+    # them, so num_workers=0 is the right setting, not a bottleneck.
+    in_memory = False
 
     def __init__(
         self,

@@ -136,7 +136,8 @@ def check_encoder_name(name: str) -> EncoderSpec:
     """The table entry of ``name``; a :class:`ConfigError` listing the valid names if none."""
     if name not in ENCODERS:
         raise ConfigError(
-            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)} (set encoder=NAME)."
+            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)} (set encoder=NAME; "
+            "an encoder registered in a module of your own needs imports=[MODULE])."
         )
     return ENCODERS[name]
 
