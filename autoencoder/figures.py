@@ -87,7 +87,7 @@ def trace(model: Autoencoder, size: int = 32) -> list[Tensor]:
     kernel = model.bottleneck.kernel_size[0]
     named: list[tuple[str, str, torch.nn.Module]] = [
         *((name, "encoder", stage) for name, stage in model.encoder.stages.items()),
-        (f"bottleneck ({kernel}x{kernel} conv)", "latent", model.latent_activation),
+        (f"bottleneck ({kernel}x{kernel} conv)", "latent", model.bottleneck),
         ("input conv", "decoder", model.decoder.input),
         *(
             (f"mirrors {stage}", "decoder", block)
