@@ -1,4 +1,4 @@
-"""The README's figures, drawn from the model and from real training runs.
+"""The README's and docs' figures, drawn from the model and from real training runs.
 
     python scripts/figures.py [--output docs/figures] [--runs outputs/figures] [NAME ...]
 

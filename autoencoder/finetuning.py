@@ -164,7 +164,7 @@ class EncoderRamp:
             set; 0 disables).
         min_warmup_steps: lower bound on a warm-up given in epochs. Adam's moment estimates
             of a newly unfrozen group start empty, and with few steps per epoch a one-epoch
-            ramp was too short to avoid a drop in validation PSNR (see the README).
+            ramp was too short to avoid a drop in validation PSNR (docs/results.md).
         stlr_cut_frac, stlr_ratio: the slanted triangular shape (ULMFiT: 0.1 and 32).
     """
 
