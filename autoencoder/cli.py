@@ -76,7 +76,6 @@ def exit_on_renamed_keys(overrides: Sequence[str] | None = None) -> None:
         sys.exit(1)
 
 
-
 def import_modules(names: Any) -> None:
     """Import the modules of the ``imports`` key before anything is built, so that what they
     register (``register_encoder(...)``) exists when the config is instantiated.

@@ -127,7 +127,6 @@ def fit_wall_time(callbacks: list[Callback], this_process: float) -> float:
     return timer.time_elapsed("train") if timer is not None else this_process
 
 
-
 @contextmanager
 def _without_expected_warnings(in_memory_data: bool) -> Iterator[None]:
     """Hide the warnings a run would print that ask nothing of the user."""

@@ -10,6 +10,9 @@
                                          [--config NAME=OVERRIDES ...] [--full] [--from]
                                          [OVERRIDES ...]
 
+    python scripts/benchmark.py rank --baseline NAME --sweep NAME=DIR[:OVERRIDES] [...]
+                                     [--metric test/psnr] [--name ranking]
+
 OVERRIDES are Hydra overrides of scripts/train.py (for example encoder.depth=2), applied to
 every run of the part. Training runs go under --runs, tables and figures under --output;
 --from summarises runs already under --runs instead of training.
@@ -22,7 +25,7 @@ import json
 import shlex
 from pathlib import Path
 
-from autoencoder.benchmarks import quality, speed, transfer
+from autoencoder.benchmarks import quality, ranking, speed, transfer
 from autoencoder.benchmarks.plots import speed_bars
 
 
@@ -92,10 +95,30 @@ def main() -> None:
     )
     quality_part.add_argument("--from", dest="summarise_only", action="store_true")
 
+    rank_part = parts.add_parser("rank", help="candidate sweeps against a baseline, by seeds")
+    rank_part.add_argument(
+        "--sweep",
+        action="append",
+        required=True,
+        metavar="NAME=DIR[:OVERRIDES]",
+        help="a finished (or running) multirun folder with summary.csv, and what it varies",
+    )
+    rank_part.add_argument("--baseline", required=True)
+    rank_part.add_argument("--metric", default="test/psnr")
+    rank_part.add_argument("--name", default="ranking", help="the table's file name")
+
     for part in (speed_part, transfer_part, quality_part):
         part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
 
+    if args.part == "rank":
+        sweeps = {}
+        for entry in args.sweep:
+            name, _, rest = entry.partition("=")
+            folder, _, varied = rest.partition(":")
+            sweeps[name] = (Path(folder), varied)
+        ranking.run(sweeps, args.baseline, args.metric, args.output, args.name)
+        return
     data = [f"data.path={Path(args.data_dir).resolve()}"] if args.data_dir else []
     if args.part == "speed":
         speed.run(
