@@ -33,6 +33,18 @@ ONE_BATCH = (
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
 )
+# A from-scratch autoencoder on data=arrays for one batch (add data.path=DIR).
+ARRAYS_ONE_BATCH = (
+    "data=arrays",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "encoder.weights=null",
+    "finetune=full",
+    "logger=csv",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    *ONE_BATCH,
+)
 # Pretraining for one batch on 2 CPU cores: a ResNet-18 step takes about a second there.
 FAST_PRETRAIN = (
     "trainer.max_epochs=1",

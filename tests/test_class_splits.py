@@ -13,7 +13,7 @@ import torch
 
 from autoencoder.errors import ConfigError
 from autoencoder.models.encoders import Encoder
-from tests.conftest import ONE_BATCH, make_images, run_script
+from tests.conftest import ARRAYS_ONE_BATCH, ONE_BATCH, make_images, run_script
 
 NAMES = [f"class{i}" for i in range(10)]
 
@@ -73,17 +73,9 @@ def test_evaluate_refuses_a_classifier_of_other_classes(named_arrays: Path, tmp_
     run_dir = tmp_path / "run"
     trained = run_script(
         "train.py",
-        "data=arrays",
+        *ARRAYS_ONE_BATCH,
         f"data.path={named_arrays}",
         "data.classes=[6,7,8,9]",
-        "data.batch_size=16",
-        "data.num_workers=0",
-        "encoder.weights=null",
-        "finetune=full",
-        "logger=csv",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        *ONE_BATCH,
         f"hydra.run.dir={run_dir}",
     )
     assert trained.returncode == 0, trained.stderr[-2000:]

@@ -12,7 +12,7 @@ import torch
 from autoencoder.data import ArraysDataModule
 from autoencoder.probe import linear_probe
 from autoencoder.runs import load_autoencoder, load_run_config
-from tests.conftest import ONE_BATCH, make_images, run_script
+from tests.conftest import ARRAYS_ONE_BATCH, make_images, run_script
 
 
 @pytest.fixture
@@ -20,17 +20,9 @@ def trained(arrays_dir: Path, tmp_path: Path) -> Path:
     run_dir = tmp_path / "run"
     result = run_script(
         "train.py",
-        "data=arrays",
+        *ARRAYS_ONE_BATCH,
         f"data.path={arrays_dir}",
-        "data.batch_size=16",
-        "data.num_workers=0",
         "data.train_subset=40",
-        "encoder.weights=null",
-        "finetune=full",
-        "logger=csv",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        *ONE_BATCH,
         f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
