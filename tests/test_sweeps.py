@@ -160,14 +160,26 @@ def optuna_choices(key: str) -> list[str]:
     return list(override.value().list)
 
 
-EXPERIMENTS = sorted(
+def uses_a_layout(experiment: str) -> bool:
+    choices = compose_job("train", f"experiment={experiment}", hydra=True).hydra.runtime.choices
+    return choices.get("layout") is not None
+
+
+# The experiments whose latent comes from the layout group (the others, as quickstart, set
+# their own and leave the layout out of a search: ~hydra.sweeper.params.layout).
+LAYOUT_EXPERIMENTS = sorted(
     path.stem
     for path in (CONFIG_DIR / "experiment").glob("*.yaml")
-    if not path.stem.startswith("_")
+    if not path.stem.startswith("_") and uses_a_layout(path.stem)
 )
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_experiments_that_train_cifar10_use_a_layout() -> None:
+    assert {"cifar10_resnet18", "cifar10_lowdata", "stl10_resnet50"} <= set(LAYOUT_EXPERIMENTS)
+    assert "quickstart" not in LAYOUT_EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", LAYOUT_EXPERIMENTS)
 def test_the_optuna_search_keeps_the_latent_size_of_the_experiment(experiment: str) -> None:
     """Every layout the study can choose gives the experiment's own latent floats per image,
     so trials differ in how they spend that size, never in the size."""
@@ -175,7 +187,9 @@ def test_the_optuna_search_keeps_the_latent_size_of_the_experiment(experiment: s
     def cut_and_latent_floats(*overrides: str) -> tuple[int, int]:
         cfg = compose_job("train", f"experiment={experiment}", *overrides)
         size = cfg.data.get("image_size") or (96 if "STL10" in cfg.data._target_ else 32)
-        reduction = Encoder(cfg.encoder.name, weights=None, depth=cfg.encoder.depth).reduction
+        encoder = {**cfg.encoder, "weights": None}
+        encoder.pop("_target_")
+        reduction = Encoder(**encoder).reduction
         return cfg.encoder.depth, cfg.model.latent_channels * (size // reduction) ** 2
 
     layouts = optuna_choices("layout")
