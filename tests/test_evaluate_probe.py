@@ -12,16 +12,21 @@ import torch
 from autoencoder.data import ArraysDataModule
 from autoencoder.probe import linear_probe
 from autoencoder.runs import load_autoencoder, load_run_config
-from tests.conftest import ARRAYS_ONE_BATCH, make_images, run_script
+from tests.conftest import ARRAYS_ONE_BATCH, make_images, run_script, write_arrays
 
 
-@pytest.fixture
-def trained(arrays_dir: Path, tmp_path: Path) -> Path:
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_arrays(tmp_path_factory.mktemp("probe") / "arrays")
+
+
+@pytest.fixture(scope="module")
+def trained(arrays: Path) -> Path:
+    run_dir = arrays.parent / "run"
     result = run_script(
         "train.py",
         *ARRAYS_ONE_BATCH,
-        f"data.path={arrays_dir}",
+        f"data.path={arrays}",
         "data.train_subset=40",
         f"hydra.run.dir={run_dir}",
     )
@@ -36,14 +41,14 @@ def evaluate(ckpt: Path, out: Path, *overrides: str) -> dict:
 
 
 def test_the_probe_is_fitted_on_the_whole_training_split_and_scored_on_test(
-    trained: Path, arrays_dir: Path, tmp_path: Path
+    trained: Path, arrays: Path, tmp_path: Path
 ) -> None:
     metrics = evaluate(trained, tmp_path / "eval", "probe_train_images=50")
     # 96 images, 10 held out for validation, 50 of the other 86 (not the run's subset of 40)
     assert metrics["probe_train_images"] == 50
 
     model = load_autoencoder(trained, load_run_config(trained))
-    data = ArraysDataModule(arrays_dir, num_workers=0)
+    data = ArraysDataModule(arrays, num_workers=0)
     data.setup()
     keep = sorted(torch.randperm(86, generator=torch.Generator().manual_seed(0))[:50].tolist())
 
