@@ -261,6 +261,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("layout", "depth2"): latent_is((4, 8, 8)),
     ("layout", "depth3"): latent_is((16, 4, 4)),
     ("layout", "depth4"): latent_is((64, 2, 2)),
+    ("layout", "nopool_depth3"): latent_is((4, 8, 8)),
     ("experiment", "quickstart"): experiment_is(SyntheticDataModule, (2, 16, 16), residual=False),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
