@@ -37,12 +37,13 @@ class EMAWeights(EMAWeightAveraging):
 
     Args:
         decay: the average's weight on its previous value per step; its horizon is about
-            ``1 / (1 - decay)`` steps (0.999: 1,000 steps, 1.4 epochs of CIFAR-10 at batch
-            64). Keep the horizon well under the run's length.
+            ``1 / (1 - decay)`` steps (0.99: 100 steps, two thirds of an epoch of 5,000
+            images at batch 32; 0.999: 1,000 steps, for runs of tens of thousands of steps).
+            Keep the horizon well under the run's length.
         update_starting_at_step: the first optimiser step that enters the average.
     """
 
-    def __init__(self, decay: float = 0.999, update_starting_at_step: int | None = None) -> None:
+    def __init__(self, decay: float = 0.99, update_starting_at_step: int | None = None) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay must be in (0, 1), got {decay}.")
         super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)

@@ -181,10 +181,11 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
         ax.text(
             (min(xs) + max(xs)) / 2, -2.2, text, ha="center", va="top", fontsize=8.5, color="0.2"
         )
-    name = cfg.encoder.name
+    cut = f"{cfg.encoder.name} cut after {model.encoder.stage_names[-1]}"
+    if not model.encoder.stem_pool:
+        cut += " without its first max-pool"
     ax.set_title(
-        f"{name} cut after {model.encoder.stage_names[-1]} "
-        f"({' '.join(overrides[:1])}): no skip connections, everything passes the latent",
+        f"{cut} ({' '.join(overrides[:1])}): no skip connections, everything passes the latent",
         fontsize=10,
     )
     figure.text(

@@ -187,8 +187,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         "data.batch_size=32",
         "data.num_workers=0",
         f"encoder.weights={pretrained['weights_path']}",
-        "encoder.depth=3",
-        "model.latent_channels=16",
+        # the geometry the encoder was pretrained at (with the stem's max-pool), no average
+        "layout=depth3",
+        "callbacks=default",
         "logger=csv",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",

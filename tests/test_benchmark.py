@@ -16,10 +16,12 @@ from autoencoder.benchmarks import quality, transfer
 from autoencoder.benchmarks.tables import Table
 from tests.conftest import make_images, run_script
 
+# A from-scratch ResNet-18 to layer1 with the stem's max-pool, without the weights' average
+# (the first three, which the transfer test replaces by its --config), on small batches.
 SMALL_MODEL = (
     "encoder.weights=null",
-    "encoder.depth=2",
-    "model.latent_channels=4",
+    "layout=depth2",
+    "callbacks=default",
     "data.batch_size=16",
     "data.num_workers=0",
     "trainer.enable_progress_bar=false",
@@ -233,7 +235,7 @@ def test_the_transfer_part_trains_evaluates_and_plots(tmp_path: Path) -> None:
         "--data-dir",
         str(data),
         "--config",
-        f"shallow=encoder.depth=2 model.latent_channels=4 encoder.weights={weights}",
+        f"shallow=layout=depth2 callbacks=default encoder.weights={weights}",
         "--regimes",
         "24",
         "--epochs",

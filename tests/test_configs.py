@@ -132,20 +132,36 @@ def optimizer_is(kind: type, **settings: Any) -> Callable[[dict[str, Any]], None
 
 
 def experiment_is(
-    data: type, latent: tuple[int, int, int], residual: bool = True
+    data: type, latent: tuple[int, int, int], shared: bool = True
 ) -> Callable[[dict[str, Any]], None]:
-    """An experiment's data, latent layout (channels x height x width per image) and decoder
-    (the quality sweep's winner: residual blocks, 2x upsampling steps)."""
+    """An experiment's data and latent layout (channels x height x width per image); with
+    ``shared``, the model of experiment/_layout.yaml: the encoder cut after its third stage
+    without its first max-pool (layout=nopool_depth3), the decoder of the quality sweep
+    (residual blocks, 2x upsampling steps) and the weights' average (callbacks=ema)."""
 
     def check(built: dict[str, Any]) -> None:
         assert type(built["datamodule"]) is data
         _, height, width = built["datamodule_shape"]
         assert built["model"].latent_shape(height, width) == latent
         has_residual = any(isinstance(m, ResidualBlock) for m in built["model"].modules())
-        assert has_residual is residual
-        assert built["model"].decoder.progressive is residual
+        assert has_residual is shared
+        assert built["model"].decoder.progressive is shared
+        averages = [c for c in built["trainer"].callbacks if isinstance(c, EMAWeights)]
+        assert len(averages) == (1 if shared else 0)
+        if shared:
+            assert built["hydra"].runtime.choices.layout == "nopool_depth3"
+            encoder = built["encoder"]
+            assert (encoder.depth, encoder.stem_pool, encoder.reduction) == (3, False, 4)
 
     return check
+
+
+def is_the_default_experiment(built: dict[str, Any]) -> None:
+    """The default: the model the experiments share on CIFAR-10, in batches of 32 (the
+    layout, the average and the batch size of the two-seed ranking in docs/results.md)."""
+    experiment_is(CIFAR10DataModule, (4, 8, 8))(built)
+    assert built["encoder"].name == "resnet18" and built["datamodule"].batch_size == 32
+    assert built["cfg"].callbacks.ema.decay == 0.99
 
 
 def latent_is(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
@@ -250,19 +266,19 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("logger", "none"): logs_with(None),
     ("debug", "fast"): runs_one_batch,
     ("paths", "default"): downloads_into_data,
-    ("experiment", "cifar10_resnet18"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "cifar10_resnet18"): is_the_default_experiment,
     ("experiment", "cifar10_resnet50"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "cifar10_vgg16_bn"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "compare_finetuning"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (4, 24, 24)),
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
-    ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), residual=False),
+    ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), shared=False),
     ("layout", "depth2"): latent_is((4, 8, 8)),
     ("layout", "depth3"): latent_is((16, 4, 4)),
     ("layout", "depth4"): latent_is((64, 2, 2)),
     ("layout", "nopool_depth3"): latent_is((4, 8, 8)),
-    ("experiment", "quickstart"): experiment_is(SyntheticDataModule, (2, 16, 16), residual=False),
+    ("experiment", "quickstart"): experiment_is(SyntheticDataModule, (2, 16, 16), shared=False),
     ("hparams_search", "optuna"): optuna_sweeps,
 }
 

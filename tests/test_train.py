@@ -53,8 +53,7 @@ def test_compose_and_train_on_arrays_writes_metrics_and_checkpoints(
         "data.num_workers=0",
         "data.batch_size=16",
         "encoder.weights=null",
-        "encoder.depth=3",
-        "model.latent_channels=16",
+        "layout=depth3",
         "logger=csv",
         "trainer.accelerator=cpu",
         "trainer.max_epochs=2",
@@ -315,8 +314,7 @@ def test_only_in_memory_data_is_spared_lightnings_advice_to_add_loader_workers(
         f"data.path={arrays_dir}",
         "data.num_workers=0",
         "encoder.weights=null",
-        "encoder.depth=3",
-        "model.latent_channels=16",
+        "layout=depth3",
         "trainer.accelerator=cpu",
     )
     for overrides, advised in ((SMALL, False), (on_files, True)):
