@@ -450,15 +450,15 @@ def test_epoch_strategy_unfreezes_at_the_fixed_epoch(compose_cfg, tmp_path) -> N
 
 @pytest.mark.parametrize(
     ("override", "warmup"),
-    [(None, 100), ("finetune.min_warmup_steps=0", 16), ("finetune.warmup_steps=0", 0)],
-    ids=["shipped", "one-epoch-warm-up", "no-warm-up"],
+    [(None, 16), ("finetune.min_warmup_steps=100", 100), ("finetune.warmup_steps=0", 0)],
+    ids=["shipped", "at-least-100-steps", "no-warm-up"],
 )
 def test_the_shipped_two_phase_schedule_step_by_step(
     compose_cfg, tmp_path, override: str | None, warmup: int
 ) -> None:
     """conf/finetune/two_phase.yaml as shipped: phase 1 for one epoch (16 steps here), then
     the top stage at the decoder's rate and each stage below at 1/2.6 of the one above,
-    ramped up linearly over one epoch but at least 100 steps; the decoder's rate constant."""
+    ramped up linearly over one epoch; the decoder's rate constant."""
     summary, rows = run_strategy(
         compose_cfg,
         tmp_path,
