@@ -257,7 +257,9 @@ def regime_table(
                     "acc on reconstructions (%)": mean_spread(
                         [job.reconstruction_acc for job in runs], 100, 1
                     ),
-                    "across the transition (dB)": mean_spread([transition_dip(job) for job in runs]),
+                    "across the transition (dB)": mean_spread(
+                        [transition_dip(job) for job in runs]
+                    ),
                     "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0),
                 }
             )
