@@ -12,9 +12,9 @@ import optuna
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 
 from autoencoder.examples import smoke_overrides
-from autoencoder.models.encoders import Encoder
 from autoencoder.sweeps import write_summary
 from tests.conftest import CONFIG_DIR, DDP_ENV, DDP_ON_CPU, compose_job, run_script
 
@@ -187,9 +187,7 @@ def test_the_optuna_search_keeps_the_latent_size_of_the_experiment(experiment: s
     def cut_and_latent_floats(*overrides: str) -> tuple[int, int]:
         cfg = compose_job("train", f"experiment={experiment}", *overrides)
         size = cfg.data.get("image_size") or (96 if "STL10" in cfg.data._target_ else 32)
-        encoder = {**cfg.encoder, "weights": None}
-        encoder.pop("_target_")
-        reduction = Encoder(**encoder).reduction
+        reduction = instantiate(cfg.encoder, weights=None).reduction
         return cfg.encoder.depth, cfg.model.latent_channels * (size // reduction) ** 2
 
     layouts = optuna_choices("layout")

@@ -191,7 +191,7 @@ def epochs_to(curve: Sequence[float], threshold: float) -> int | None:
     return next((epoch for epoch, value in enumerate(curve, 1) if value >= threshold), None)
 
 
-def transition_dip(job: Job) -> float | None:
+def transition_change(job: Job) -> float | None:
     """Val PSNR after the first epoch of phase 2 minus the one before the transition
     (``None`` without a transition inside the run: from scratch, full, frozen)."""
     epoch = job.transition_epoch
@@ -258,7 +258,7 @@ def regime_table(
                         [job.reconstruction_acc for job in runs], 100, 1
                     ),
                     "across the transition (dB)": mean_spread(
-                        [transition_dip(job) for job in runs]
+                        [transition_change(job) for job in runs]
                     ),
                     "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0),
                 }
