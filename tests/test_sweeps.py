@@ -184,14 +184,15 @@ def test_the_optuna_search_keeps_the_latent_size_of_the_experiment(experiment: s
     """Every layout the study can choose gives the experiment's own latent floats per image,
     so trials differ in how they spend that size, never in the size."""
 
-    def cut_and_latent_floats(*overrides: str) -> tuple[int, int]:
+    def cut_and_latent_floats(*overrides: str) -> tuple[tuple[int, bool], int]:
         cfg = compose_job("train", f"experiment={experiment}", *overrides)
         size = cfg.data.get("image_size") or (96 if "STL10" in cfg.data._target_ else 32)
         reduction = instantiate(cfg.encoder, weights=None).reduction
-        return cfg.encoder.depth, cfg.model.latent_channels * (size // reduction) ** 2
+        cut = (cfg.encoder.depth, cfg.encoder.stem_pool)
+        return cut, cfg.model.latent_channels * (size // reduction) ** 2
 
     layouts = optuna_choices("layout")
     _, expected = cut_and_latent_floats()
     results = [cut_and_latent_floats(f"layout={layout}") for layout in layouts]
-    assert len({cut for cut, _ in results}) == len(layouts) > 1  # each cuts elsewhere
+    assert len({cut for cut, _ in results}) == len(layouts) > 1  # each cuts differently
     assert [floats for _, floats in results] == [expected] * len(layouts)
