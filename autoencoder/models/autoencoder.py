@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from autoencoder.compat import reapply_lr_lambdas
 from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
@@ -201,6 +202,14 @@ class Autoencoder(pl.LightningModule):
         }
         for logger in self.loggers:
             logger.log_hyperparams({**counts, **self.bottleneck_info})
+
+    def on_train_start(self) -> None:
+        """Every group at the rate the config's schedule gives at the restored step, from the
+        first step of a resumed run: the optimiser's state brings back the rates of the step
+        it was saved at, so a resume with another ``model.scheduler`` (a constant run
+        annealed, say) would train its first step at the old rate."""
+        for config in self.trainer.lr_scheduler_configs:
+            reapply_lr_lambdas(config.scheduler)
 
     def on_validation_model_train(self) -> None:
         """Back to training mode after validation with ``train()``, not Lightning's restore
