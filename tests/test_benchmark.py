@@ -367,6 +367,11 @@ def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
     (row,) = quality_full("--epochs", "2")  # resumes from last.ckpt
     assert (row["epochs"], row["status"]) == ("2", "finished")
     assert "ckpt_path=" in (run / ".hydra" / "overrides.yaml").read_text()
+    (row,) = quality_full("--epochs", "3")  # a finished run, extended by one epoch
+    assert (row["epochs"], row["status"]) == ("3", "finished")
+    written = (run / "metrics.json").stat().st_mtime_ns
+    (row,) = quality_full("--epochs", "3")  # done: read, not trained again
+    assert row["epochs"] == "3" and (run / "metrics.json").stat().st_mtime_ns == written
     assert (out / "quality_full_curves.png").stat().st_size > 0
 
 

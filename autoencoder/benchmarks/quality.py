@@ -371,13 +371,20 @@ def _timer_seconds(checkpoint: Path) -> float:
     return float(timer.get("time_elapsed", {}).get("train", math.nan))
 
 
+def trained_epochs(folder: Path) -> int:
+    """The epochs of the run's last finished fit (its ``metrics.json``); 0 when none."""
+    metrics = folder / "metrics.json"
+    return int(json.loads(metrics.read_text()).get("epochs", 0)) if metrics.is_file() else 0
+
+
 def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
     """A full-data run folder as it stands; ``None`` before its first epoch ended."""
     if not (folder / "checkpoints" / "last.ckpt").is_file():
         return None
     config = OmegaConf.load(folder / ".hydra" / "config.yaml")
     curve = val_curve(folder)
-    finished = (folder / "metrics.json").is_file()
+    # finished: metrics.json of the run's whole curve (not of a shorter run extended since)
+    finished = trained_epochs(folder) >= len(curve)
     if finished:
         metrics = json.loads((folder / "metrics.json").read_text())
         seconds, machine = metrics.get("fit_seconds", math.nan), metrics.get("machine", "")
@@ -420,7 +427,8 @@ def run_full(
         for size in floats:
             channels = layout.channels(size)
             folder = runs / "quality_full" / name / str(size)
-            if train and channels is not None and not (folder / "metrics.json").is_file():
+            # a run that stopped, or finished fewer epochs, resumes from its last.ckpt
+            if train and channels is not None and trained_epochs(folder) < epochs:
                 command = full_run_command(overrides, channels, epochs, folder)
                 print("$", " ".join(command[1:]), flush=True)
                 subprocess.run(command, check=True)
