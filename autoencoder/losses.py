@@ -24,8 +24,13 @@ from autoencoder.errors import ConfigError
 
 
 def ssim_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1 - SSIM``, with the SSIM of torchmetrics on a [0, 1] data range."""
-    return 1.0 - structural_similarity_index_measure(reconstruction, target, data_range=1.0)
+    """``1 - SSIM``, with the SSIM of torchmetrics on a [0, 1] data range, in fp32 under
+    mixed precision too (in bf16 its local variances lose most of their digits)."""
+    with torch.autocast(reconstruction.device.type, enabled=False):
+        ssim = structural_similarity_index_measure(
+            reconstruction.float(), target.float(), data_range=1.0
+        )
+    return 1.0 - ssim
 
 
 PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "ssim": ssim_loss}

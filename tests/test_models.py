@@ -11,7 +11,7 @@ import torchvision
 
 from autoencoder.errors import ConfigError, ResourceUnavailableError
 from autoencoder.losses import ReconstructionLoss
-from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.autoencoder import Autoencoder, _metrics
 from autoencoder.models.decoders import UPSAMPLE_MODES, Decoder, icnr_
 from autoencoder.models.encoders import ENCODERS, Encoder
 
@@ -169,6 +169,26 @@ def test_metrics_are_computed_on_pixels() -> None:
     assert values["test/mae"] == pytest.approx(0.1, rel=1e-4)
     assert values["test/psnr"] == pytest.approx(20.0, rel=1e-4)
     assert values["test/ssim"] == pytest.approx(constant_ssim(0.6, 0.5), rel=1e-5)
+
+
+def test_metrics_and_the_ssim_loss_are_fp32_under_bf16_autocast() -> None:
+    """Under ``trainer.precision=bf16-mixed`` the test step runs in autocast; SSIM's filter
+    in bf16 would read about 0.1 low, so the metrics and the SSIM term opt out of it."""
+    torch.manual_seed(0)
+    model = Autoencoder(Encoder("resnet18", weights=None, depth=2), latent_channels=4).eval()
+    images = torch.rand(8, 3, 32, 32).clamp(0.05, 0.95)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reconstruction = model(images)
+        model._step(images, model.test_metrics, "test")
+        ssim_term = ReconstructionLoss({"ssim": 1.0})(images + 0.03, images)
+    expected = _metrics("fp32/")
+    expected.update(reconstruction.float().contiguous(), images)
+    got, want = model.test_metrics.compute(), expected.compute()
+    for name in ("mse", "psnr", "ssim"):
+        assert got[f"test/{name}"] == pytest.approx(want[f"fp32/{name}"].item(), rel=1e-5)
+    fp32_term = ReconstructionLoss({"ssim": 1.0})(images + 0.03, images)
+    assert ssim_term.dtype == torch.float32
+    assert ssim_term.item() == pytest.approx(fp32_term.item(), rel=1e-5)
 
 
 def test_parameter_groups_are_named_and_cover_every_parameter() -> None:

@@ -241,8 +241,10 @@ class Autoencoder(pl.LightningModule):
             return None  # Lightning skips the backward pass and the update
         log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
-            # torchmetrics flattens with .view(), which needs the default memory layout.
-            metrics.update(reconstruction.detach().float().contiguous(), images)
+            # torchmetrics flattens with .view(), which needs the default memory layout; in
+            # fp32 under bf16-mixed too (autocast would run SSIM's filter in bf16: -0.1 SSIM)
+            with torch.autocast(images.device.type, enabled=False):
+                metrics.update(reconstruction.detach().float().contiguous(), images.float())
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
