@@ -104,7 +104,7 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, storage) ->
     for row in rows:  # each trial sampled the search space of conf/hparams_search/optuna.yaml
         assert 1e-4 <= float(row["model.lr"]) <= 3e-3
         assert 1.5 <= float(row["finetune.factor"]) <= 4.0
-        assert row["layout"] in {"depth2", "depth3", "depth4"}
+        assert row["layout"] in optuna_choices("layout")
         assert row["decoder.width"] in {"0.5", "1.0", "2.0"}
     # every trial kept the smoke experiment's latent size, 16 x 4 x 4 floats
     assert [r["latent_floats"] for r in rows] == ["256", "256"]
