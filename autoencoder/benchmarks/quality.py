@@ -371,10 +371,15 @@ def _timer_seconds(checkpoint: Path) -> float:
     return float(timer.get("time_elapsed", {}).get("train", math.nan))
 
 
-def trained_epochs(folder: Path) -> int:
-    """The epochs of the run's last finished fit (its ``metrics.json``); 0 when none."""
+def finished_metrics(folder: Path) -> dict[str, Any]:
+    """The ``metrics.json`` of the run's last finished fit; empty when none."""
     metrics = folder / "metrics.json"
-    return int(json.loads(metrics.read_text()).get("epochs", 0)) if metrics.is_file() else 0
+    return json.loads(metrics.read_text()) if metrics.is_file() else {}
+
+
+def trained_epochs(folder: Path) -> int:
+    """The epochs of the run's last finished fit; 0 when none."""
+    return int(finished_metrics(folder).get("epochs", 0))
 
 
 def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
@@ -383,10 +388,10 @@ def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
         return None
     config = OmegaConf.load(folder / ".hydra" / "config.yaml")
     curve = val_curve(folder)
+    metrics = finished_metrics(folder)
     # finished: metrics.json of the run's whole curve (not of a shorter run extended since)
-    finished = trained_epochs(folder) >= len(curve)
+    finished = bool(metrics) and metrics.get("epochs", 0) >= len(curve)
     if finished:
-        metrics = json.loads((folder / "metrics.json").read_text())
         seconds, machine = metrics.get("fit_seconds", math.nan), metrics.get("machine", "")
     else:
         metrics = _evaluate_last(folder)
