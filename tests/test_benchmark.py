@@ -355,6 +355,9 @@ def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
     (row,) = quality_full("--epochs", "1")
     assert (row["floats"], row["epochs"], row["status"]) == ("64", "1", "finished")
     assert row["train images"] == "86"  # 96 minus the validation tenth
+    batch = int(row["batch"])
+    steps_per_epoch = int(row["steps"])
+    assert steps_per_epoch == math.ceil(86 / batch)  # read from last.ckpt
     assert float(row["wall time (h)"]) > 0 and "torch" in row["machine"]
 
     run = runs / "quality_full" / "small" / "64"
@@ -366,6 +369,7 @@ def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
 
     (row,) = quality_full("--epochs", "2")  # resumes from last.ckpt
     assert (row["epochs"], row["status"]) == ("2", "finished")
+    assert int(row["steps"]) == 2 * steps_per_epoch
     assert "ckpt_path=" in (run / ".hydra" / "overrides.yaml").read_text()
     (row,) = quality_full("--epochs", "3")  # a finished run, extended by one epoch
     assert (row["epochs"], row["status"]) == ("3", "finished")

@@ -318,7 +318,9 @@ class FullRun:
     latent: str
     floats: int
     train_images: int
+    batch_size: int
     epochs: int
+    steps: int
     finished: bool
     mse: float
     psnr: float
@@ -362,13 +364,14 @@ def _evaluate_last(folder: Path) -> dict[str, Any]:
     return json.loads(metrics_file.read_text())
 
 
-def _timer_seconds(checkpoint: Path) -> float:
-    """The fit's wall time so far, from the ``Timer`` state a checkpoint keeps."""
+def _progress(checkpoint: Path) -> tuple[float, int]:
+    """The fit's wall time so far (the ``Timer`` state a checkpoint keeps) and its steps."""
     from autoencoder.checkpointing import read_checkpoint
 
-    states = read_checkpoint(checkpoint).get("callbacks", {})
+    state = read_checkpoint(checkpoint)
+    states = state.get("callbacks", {})
     timer = next((v for k, v in states.items() if k.startswith("Timer")), {})
-    return float(timer.get("time_elapsed", {}).get("train", math.nan))
+    return float(timer.get("time_elapsed", {}).get("train", math.nan)), int(state["global_step"])
 
 
 def finished_metrics(folder: Path) -> dict[str, Any]:
@@ -391,11 +394,11 @@ def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
     metrics = finished_metrics(folder)
     # finished: metrics.json of the run's whole curve (not of a shorter run extended since)
     finished = bool(metrics) and metrics.get("epochs", 0) >= len(curve)
+    seconds, steps = _progress(folder / "checkpoints" / "last.ckpt")
     if finished:
         seconds, machine = metrics.get("fit_seconds", math.nan), metrics.get("machine", "")
     else:
         metrics = _evaluate_last(folder)
-        seconds = _timer_seconds(folder / "checkpoints" / "last.ckpt")
         machine = ""
     floats = int(folder.name)  # <runs>/quality_full/<name>/<floats>
     channels = config.model.latent_channels
@@ -405,7 +408,9 @@ def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
         latent=f"{channels} x {side} x {side}",
         floats=floats,
         train_images=train_images,
+        batch_size=int(config.data.batch_size),
         epochs=len(curve),
+        steps=steps,
         finished=finished,
         mse=metrics["test/mse"],
         psnr=metrics["test/psnr"],
@@ -454,7 +459,9 @@ def run_full(
             "latent",
             "floats",
             "train images",
+            "batch",
             "epochs",
+            "steps",
             "status",
             "test MSE",
             "PSNR (dB)",
@@ -479,7 +486,9 @@ def run_full(
                 "latent": result.latent,
                 "floats": result.floats,
                 "train images": result.train_images,
+                "batch": result.batch_size,
                 "epochs": result.epochs,
+                "steps": result.steps,
                 "status": "finished" if result.finished else "stopped (last.ckpt)",
                 "test MSE": result.mse,
                 "PSNR (dB)": result.psnr,
