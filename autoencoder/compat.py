@@ -8,15 +8,18 @@ Lightning, Hydra or OmegaConf that changes one fails there, by name.
 from __future__ import annotations
 
 import csv
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import pytorch_lightning as pl
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import Node
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -52,6 +55,14 @@ def config_items(node: ListConfig) -> Iterator[Any]:
 def ddp_finds_unused_parameters(strategy: DDPStrategy) -> bool:
     """Whether a DDP strategy was created with ``find_unused_parameters=True``."""
     return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
+
+
+def launched_rank_processes(trainer: pl.Trainer) -> list[subprocess.Popen]:
+    """The processes Lightning's script launcher started for ranks > 0 (``trainer=ddp``):
+    the launcher's own list, which its child-process observer thread watches. Empty for
+    strategies that launch nothing."""
+    launcher = trainer.strategy.launcher
+    return launcher.procs if isinstance(launcher, _SubprocessScriptLauncher) else []
 
 
 def wandb_run_started(logger: WandbLogger) -> bool:

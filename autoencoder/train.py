@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from autoencoder.config import instantiate, instantiate_all
-from autoencoder.distributed import relaunchable_job
+from autoencoder.distributed import JobRanks, relaunchable_job
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.loggers import finish_loggers, machine_description, run_config
@@ -65,8 +65,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
-    with relaunchable_job(output_dir):
-        trainer, summary = _fit_and_test(cfg, model, datamodule, finetuning, callbacks, loggers)
+    with relaunchable_job(output_dir) as ranks:
+        trainer, summary = _fit_and_test(
+            cfg, model, datamodule, finetuning, callbacks, loggers, ranks
+        )
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -81,12 +83,14 @@ def _fit_and_test(
     finetuning: TwoPhaseFinetuning,
     callbacks: list[Callback],
     loggers: list[Logger],
+    ranks: JobRanks,
 ) -> tuple[pl.Trainer, dict[str, Any]]:
     """Fit, test the best checkpoint and summarise. A failure still closes the logger runs
     (W&B: as failed), so the next job of a multirun gets a run of its own."""
     failed = True
     try:
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        ranks.attach(trainer)
         for logger in loggers:
             logger.log_hyperparams(run_config(cfg))
         started = time.perf_counter()

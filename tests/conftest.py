@@ -8,7 +8,9 @@ tables need them when the test module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -98,15 +100,47 @@ def run_script(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """``python scripts/<script> args...`` as a user runs it, with its output captured; the
-    checkout is importable from any ``cwd``."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
+    checkout is importable from any ``cwd``.
+
+    The script runs in a process group of its own with ``faulthandler`` on, so that a hang
+    fails with evidence: past ``timeout`` every process of the group (DDP ranks included)
+    gets SIGABRT, which makes each Python process print the stack of every thread, and the
+    test fails with the end of that output.
+    """
+    command = [sys.executable, str(ROOT / "scripts" / script), *args]
+    process = subprocess.Popen(
+        command,
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1", **(env or {})},
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = _abort_with_stacks(process)
+        pytest.fail(
+            f"{script} still ran after {timeout:.0f} s; the stacks of its processes "
+            f"(SIGABRT with faulthandler), last lines:\n{stderr[-12000:]}\n"
+            f"stdout, last lines:\n{stdout[-2000:]}",
+            pytrace=False,
+        )
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _abort_with_stacks(process: subprocess.Popen) -> tuple[str, str]:
+    """SIGABRT to the process group, then SIGKILL to what is left; the output it wrote."""
+    for signum, grace in ((signal.SIGABRT, 20), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(process.pid, signum)
+        try:
+            return process.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    process.kill()
+    return process.communicate()
 
 
 def make_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

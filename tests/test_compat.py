@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -44,6 +45,14 @@ def test_config_child_and_items_leave_interpolations_unresolved() -> None:
 def test_ddp_finds_unused_parameters_reads_the_strategy_setting() -> None:
     assert compat.ddp_finds_unused_parameters(DDPStrategy(find_unused_parameters=True))
     assert not compat.ddp_finds_unused_parameters(DDPStrategy())
+
+
+def test_launched_rank_processes_is_the_list_lightnings_observer_watches() -> None:
+    ddp = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    launched = compat.launched_rank_processes(ddp)
+    assert launched == [] and launched is ddp.strategy.launcher.procs
+    single = pl.Trainer(accelerator="cpu", devices=1, logger=False)
+    assert compat.launched_rank_processes(single) == []
 
 
 def test_wandb_run_started_is_false_until_the_experiment_is_used(tmp_path) -> None:

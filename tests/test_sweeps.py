@@ -21,9 +21,11 @@ from tests.conftest import CONFIG_DIR, DDP_ENV, DDP_ON_CPU, compose_job, run_scr
 QUICK = (*smoke_overrides(), "trainer.max_epochs=1", "logger=csv")
 
 
-def run_sweep(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_sweep(
+    cwd: Path, *overrides: str, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``python scripts/train.py -m ...`` run from ``cwd``, so stray folders would show there."""
-    return run_script("train.py", "-m", *overrides, cwd=cwd, env=env)
+    return run_script("train.py", "-m", *overrides, cwd=cwd, env=env, timeout=timeout)
 
 
 def read_summary(sweep: Path) -> list[dict[str, str]]:
@@ -132,6 +134,7 @@ def test_ddp_multirun_launches_the_ranks_of_each_job_in_its_folder(tmp_path) -> 
         "+callbacks.rank_probe.folder=${paths.output_dir}/probe",
         f"hydra.sweep.dir={sweep}",
         env=DDP_ENV,
+        timeout=300,  # about 40 s; past that it hangs, and fails with every process's stack
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [(r["seed"], r["status"]) for r in read_summary(sweep)] == [
