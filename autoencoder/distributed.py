@@ -30,6 +30,7 @@ class JobRanks:
     """The ranks > 0 that Lightning launched for one job of a multirun (none otherwise)."""
 
     def __init__(self) -> None:
+        # the trainer, not its launcher's list: the launcher replaces the list when it launches
         self.trainer: pl.Trainer | None = None
 
     def attach(self, trainer: pl.Trainer) -> None:
