@@ -81,6 +81,24 @@ def build_model(cfg: DictConfig, encoder: Encoder | None = None) -> Autoencoder:
     )
 
 
+def start_from_checkpoint(model: Autoencoder, path: str | Path) -> list[str]:
+    """``init_from=PATH``: start ``model`` from the weights of another run's checkpoint.
+
+    Weights only: the optimiser, the schedule, the epoch count and the fine-tuning phase
+    start anew (``ckpt_path`` resumes all of them). The checkpoint's ``state_dict`` is read:
+    with EMA, the average, which is what that run validated and tested. The model may have
+    grown (:meth:`Autoencoder.load_grown`); the names of its weights that start from their
+    initialisation are returned.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            f"init_from={str(path)!r}: no such file. Pass a checkpoint of a training run, e.g. "
+            "outputs/train/runs/<run>/checkpoints/last.ckpt."
+        )
+    return model.load_grown(read_checkpoint(file)["state_dict"], source=f"init_from={file}")
+
+
 def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:
     """Rebuild the run's autoencoder and load the checkpoint's weights, in eval mode.
 

@@ -25,7 +25,7 @@ from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.loggers import finish_loggers, machine_description, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
-from autoencoder.runs import build_model
+from autoencoder.runs import build_model, start_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, encoder = _build_data_and_encoder(cfg)
     model: Autoencoder = build_model(cfg, encoder)
+    _start_from(model, cfg.get("init_from"), cfg.get("ckpt_path"))
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
     if cfg.encoder.get("weights") is None and finetuning.plateau.max_frozen_epochs != 0:
         log.warning(
@@ -74,6 +75,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / "metrics.json")
     return summary
+
+
+def _start_from(model: Autoencoder, init_from: str | None, ckpt_path: str | None) -> None:
+    """Load ``init_from``'s weights into the new model, unless ``ckpt_path`` resumes a run
+    (whose checkpoint holds its own weights)."""
+    if not init_from:
+        return
+    if ckpt_path:
+        log.info("resuming from %s: init_from=%s is not read", ckpt_path, init_from)
+        return
+    new = start_from_checkpoint(model, init_from)
+    log.info(
+        "weights from %s; %d tensors it lacks keep their initialisation%s",
+        init_from,
+        len(new),
+        f": {', '.join(new[:6])}" + (" ..." if len(new) > 6 else "") if new else "",
+    )
 
 
 def _fit_and_test(

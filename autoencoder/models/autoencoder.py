@@ -365,6 +365,28 @@ class Autoencoder(pl.LightningModule):
                 return f"was saved with {there}, but this config has {here}"
         return _state_dict_mismatch(checkpoint.get("state_dict", {}), self.state_dict())
 
+    def load_grown(
+        self, state_dict: Mapping[str, Any], source: str = "the checkpoint"
+    ) -> list[str]:
+        """Load the weights of a smaller (or the same) model; return the names of this
+        model's weights that ``state_dict`` lacks, which keep their initialisation.
+
+        For a model grown from a trained one: with ``decoder.block=residual``, a block added
+        by a larger ``decoder.blocks_per_stage`` starts as the identity, so the grown model
+        first computes what the trained one did. A weight of another shape, or one this model
+        lacks (trained weights that would be dropped), raises :class:`ConfigError`.
+        """
+        mine = self.state_dict()
+        problem = _state_dict_mismatch({**mine, **state_dict}, mine)
+        if problem:
+            raise ConfigError(
+                f"{source} {problem}. Only weights can be added, not dropped or reshaped: "
+                "start from the overrides of the run that wrote it (its "
+                ".hydra/overrides.yaml) and only add blocks or stages."
+            )
+        self.load_state_dict(state_dict, strict=False)
+        return sorted(set(mine) - set(state_dict))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCHITECTURE_KEY] = self.architecture()
 
