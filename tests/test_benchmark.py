@@ -378,6 +378,24 @@ def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
     assert row["epochs"] == "3" and (run / "metrics.json").stat().st_mtime_ns == written
     assert (out / "quality_full_curves.png").stat().st_size > 0
 
+    # a run started from the finished run's weights: its own epochs, and a note
+    source = run / "checkpoints" / "last.ckpt"
+    grown = " ".join(SMALL_MODEL) + f" model.lr=1e-4 init_from={source}"
+    result = run_script(
+        "benchmark.py",
+        *("--output", str(out), "--runs", str(runs), "quality", "--data-dir", str(arrays)),
+        *("--full", "--floats", "64", "--epochs", "1"),
+        *("--config", "small=" + " ".join(SMALL_MODEL), "--config", f"grown={grown}"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["config"]: r for r in csv.DictReader((out / "quality_full.csv").open())}
+    assert (rows["small"]["epochs"], rows["grown"]["epochs"]) == ("3", "1")
+    assert int(rows["grown"]["steps"]) == steps_per_epoch
+    assert (
+        f"started from the weights of {source} (3 epochs; init_from)"
+        in (out / "quality_full.md").read_text()
+    )
+
 
 # ----------------------------------------------------------------------------- ranking
 

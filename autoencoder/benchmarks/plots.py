@@ -167,15 +167,19 @@ def quality_curves(
     curves: Mapping[int, Mapping[str, Sequence[float]]],
     pca: Mapping[int, float],
     path: Path,
+    first_epochs: Mapping[str, int] | None = None,
 ) -> Path:
     """Validation PSNR per epoch of each run, one panel per latent size, with PCA's test
-    PSNR at that size as a horizontal line."""
+    PSNR at that size as a horizontal line. ``first_epochs`` gives the epoch a curve starts
+    at (1 by default; later for a run started from another run's weights)."""
     plt = _pyplot()
     sizes = sorted(curves)
     figure, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.8), squeeze=False)
     for ax, floats in zip(axes[0], sizes, strict=True):
         for label, curve in curves[floats].items():
-            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2.5, label=label)
+            first = (first_epochs or {}).get(label, 1)
+            epochs = range(first, first + len(curve))
+            ax.plot(epochs, curve, marker="o", markersize=2.5, label=label)
         if floats in pca:
             ax.axhline(pca[floats], color="black", linestyle="--", lw=1, label="PCA (test)")
         ax.set_title(f"{floats} latent floats")

@@ -328,6 +328,9 @@ class FullRun:
     fit_seconds: float
     machine: str
     val_psnr: list[float]
+    # init_from: the checkpoint the run started from, and the epochs that one was trained
+    started_from: str | None = None
+    epochs_before: int = 0
 
 
 def full_run_command(overrides: Sequence[str], channels: int, epochs: int, folder: Path):
@@ -385,6 +388,19 @@ def trained_epochs(folder: Path) -> int:
     return int(finished_metrics(folder).get("epochs", 0))
 
 
+def _epochs_trained(checkpoint: str) -> int:
+    """Epochs behind a checkpoint (0 when the file is gone)."""
+    from autoencoder.checkpointing import read_checkpoint
+
+    return int(read_checkpoint(checkpoint)["epoch"]) + 1 if Path(checkpoint).is_file() else 0
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working folder when it lies under it."""
+    resolved, here = Path(path).resolve(), Path.cwd().resolve()
+    return str(resolved.relative_to(here)) if resolved.is_relative_to(here) else path
+
+
 def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
     """A full-data run folder as it stands; ``None`` before its first epoch ended."""
     if not (folder / "checkpoints" / "last.ckpt").is_file():
@@ -402,6 +418,7 @@ def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
         machine = ""
     floats = int(folder.name)  # <runs>/quality_full/<name>/<floats>
     channels = config.model.latent_channels
+    started_from = config.get("init_from")
     side = math.isqrt(floats // channels)
     return FullRun(
         config=name,
@@ -418,6 +435,8 @@ def read_full_run(name: str, folder: Path, train_images: int) -> FullRun | None:
         fit_seconds=seconds,
         machine=machine,
         val_psnr=curve,
+        started_from=started_from,
+        epochs_before=_epochs_trained(started_from) if started_from else 0,
     )
 
 
@@ -503,14 +522,27 @@ def run_full(
         "PCA: fitted on the same training split, as many components as latent floats.",
         "stopped: the run's last.ckpt, evaluated on the test set (scripts/evaluate.py); the "
         "run resumes from it with the same command.",
+        *(
+            f"{r.config}, {r.floats} floats: started from the weights of {_shown(r.started_from)} "
+            f"({r.epochs_before} epochs; init_from); its epochs, steps and wall time count "
+            "its own training only, and its curve starts after those epochs."
+            for r in results
+            if r.started_from
+        ),
     ]
     table.write(output, "quality_full")
     from autoencoder.benchmarks.plots import quality_curves
 
     curves: dict[int, dict[str, list[float]]] = {}
+    first_epochs: dict[str, int] = {}
     for result in results:
-        curves.setdefault(result.floats, {})[f"{result.config} ({result.latent})"] = result.val_psnr
+        label = f"{result.config} ({result.latent})"
+        curves.setdefault(result.floats, {})[label] = result.val_psnr
+        first_epochs[label] = result.epochs_before + 1
     quality_curves(
-        curves, {size: pca[size]["psnr"] for size in curves}, output / "quality_full_curves.png"
+        curves,
+        {size: pca[size]["psnr"] for size in curves},
+        output / "quality_full_curves.png",
+        first_epochs,
     )
     return table
