@@ -69,13 +69,14 @@ def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
 
 
 @contextmanager
-def checkpoint_errors(path: str | Path) -> Iterator[None]:
-    """Turn the errors of reading the checkpoint ``path`` into :class:`ConfigError`s."""
+def checkpoint_errors(path: str | Path, option: str = "ckpt_path") -> Iterator[None]:
+    """Turn the errors of reading the checkpoint ``path``, the value of the setting
+    ``option``, into :class:`ConfigError`s."""
     try:
         yield
     except FileNotFoundError:
         raise ConfigError(
-            f"ckpt_path={str(path)!r}: no such file. Pass an existing checkpoint, e.g. "
+            f"{option}={str(path)!r}: no such file. Pass an existing checkpoint, e.g. "
             "outputs/train/runs/<run>/checkpoints/last.ckpt."
         ) from None
     except pickle.UnpicklingError as error:
@@ -116,11 +117,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path: str | Path,
         map_location: Callable | Any = "cpu",
         weights_only: bool | None = None,
+        option: str = "ckpt_path",
     ) -> dict[str, Any]:
         # Read here rather than through Lightning, which loaded with weights_only=False
-        # before version 2.6 and had no way to ask otherwise.
+        # before version 2.6 and had no way to ask otherwise. ``option``: the setting that
+        # named the file, for the errors.
         filesystem = url_to_fs(str(path))[0]
-        with checkpoint_errors(path):
+        with checkpoint_errors(path, option):
             if not filesystem.exists(path):
                 raise FileNotFoundError(path)
             with filesystem.open(path, "rb") as file:
@@ -129,10 +132,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 )
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint, loaded weights-only; clear errors for missing, corrupt or
-    unsafe files."""
-    checkpoint = AtomicCheckpointIO().load_checkpoint(path, map_location=map_location)
+def read_checkpoint(
+    path: str | Path, map_location: Any = "cpu", option: str = "ckpt_path"
+) -> dict[str, Any]:
+    """A Lightning checkpoint, loaded weights-only; clear errors, naming the setting
+    ``option``, for missing, corrupt or unsafe files."""
+    checkpoint = AtomicCheckpointIO().load_checkpoint(
+        path, map_location=map_location, option=option
+    )
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(
             f"{path} is not a Lightning checkpoint (no 'state_dict'). Pass a .ckpt written "

@@ -90,13 +90,8 @@ def start_from_checkpoint(model: Autoencoder, path: str | Path) -> list[str]:
     grown (:meth:`Autoencoder.load_grown`); the names of its weights that start from their
     initialisation are returned.
     """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(
-            f"init_from={str(path)!r}: no such file. Pass a checkpoint of a training run, e.g. "
-            "outputs/train/runs/<run>/checkpoints/last.ckpt."
-        )
-    return model.load_grown(read_checkpoint(file)["state_dict"], source=f"init_from={file}")
+    state_dict = read_checkpoint(path, option="init_from")["state_dict"]
+    return model.load_grown(state_dict, source=f"init_from={path}")
 
 
 def load_autoencoder(ckpt_path: Path, run_cfg: DictConfig) -> Autoencoder:

@@ -86,11 +86,12 @@ def _start_from(model: Autoencoder, init_from: str | None, ckpt_path: str | None
         log.info("resuming from %s: init_from=%s is not read", ckpt_path, init_from)
         return
     new = start_from_checkpoint(model, init_from)
+    shown = ", ".join(new[:6]) + (" ..." if len(new) > 6 else "")
     log.info(
-        "weights from %s; %d tensors it lacks keep their initialisation%s",
+        "weights from %s; %d tensors it lacks keep their initialisation: %s",
         init_from,
         len(new),
-        f": {', '.join(new[:6])}" + (" ..." if len(new) > 6 else "") if new else "",
+        shown or "none",
     )
 
 

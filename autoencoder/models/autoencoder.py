@@ -384,8 +384,7 @@ class Autoencoder(pl.LightningModule):
                 "start from the overrides of the run that wrote it (its "
                 ".hydra/overrides.yaml) and only add blocks or stages."
             )
-        self.load_state_dict(state_dict, strict=False)
-        return sorted(set(mine) - set(state_dict))
+        return sorted(self.load_state_dict(state_dict, strict=False).missing_keys)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCHITECTURE_KEY] = self.architecture()
