@@ -3,6 +3,7 @@ exponential moving average of the weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +21,92 @@ from autoencoder.grids import comparison_grid
 LAYOUT = "each row of images above its reconstructions"
 
 
+def ema_decay(decay: float, num_averaged: torch.Tensor, warmup_power: float | None) -> torch.Tensor:
+    """The average's decay at an update, given the updates so far (``num_averaged``, a
+    tensor on the average's device, so the step never waits for the device): ``decay``, or
+    with a warm-up ``min(decay, 1 - (1 + num_averaged) ** -warmup_power)`` (timm's
+    ``ModelEmaV3`` warm-up, gamma 1), so that the first updates average over the few steps
+    there are instead of keeping most of the initialisation."""
+    constant = torch.full_like(num_averaged, decay, dtype=torch.float32)
+    if warmup_power is None:
+        return constant
+    ramp = 1.0 - (1.0 + num_averaged.float()) ** -warmup_power
+    return torch.minimum(constant, ramp)
+
+
+def warmup_ema_multi_avg_fn(
+    decay: float, warmup_power: float | None
+) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """The in-place update of :class:`~torch.optim.swa_utils.AveragedModel` (one call per
+    device and dtype) for an EMA whose decay follows :func:`ema_decay` of the updates so far
+    (``n_averaged``, which the average keeps in its state, so a resumed run continues the
+    same ramp). Integer buffers (BatchNorm's batch counts) take the current value, as
+    torch's own ``get_ema_multi_avg_fn`` does for them."""
+
+    @torch.no_grad()
+    def update(
+        averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
+    ) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = 1.0 - ema_decay(decay, num_averaged, warmup_power)
+        torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
+
+    return update
+
+
 class EMAWeights(EMAWeightAveraging):
     """Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging`: validation,
     checkpoints (their ``state_dict``), testing and everything that loads a checkpoint use
     the averaged weights; ``last.ckpt`` also keeps the current ones, so a resumed run
     continues both.
 
-    One change: Lightning's callback also swaps the *current* weights back in when
-    ``trainer.test(ckpt_path=...)`` or ``trainer.validate(ckpt_path=...)`` loads a checkpoint
-    after a fit, so the test of the best checkpoint would measure the weights that were not
-    averaged. Outside fitting, this callback leaves the averaged weights that the checkpoint's
-    ``state_dict`` holds.
+    Two changes:
+
+    * The decay ramps up with the number of updates (``warmup_power``, timm's EMA warm-up):
+      a constant 0.99 from step 0 would leave ``0.99**80 = 45%`` of the random
+      initialisation in the average after 80 steps, and ruin any run of a few hundred steps.
+      With the warm-up the average's horizon grows with the run (about ``n**warmup_power``
+      steps after ``n`` updates) until it reaches ``1 / (1 - decay)``.
+    * Lightning's callback also swaps the *current* weights back in when
+      ``trainer.test(ckpt_path=...)`` or ``trainer.validate(ckpt_path=...)`` loads a
+      checkpoint after a fit, so the test of the best checkpoint would measure the weights
+      that were not averaged. Outside fitting, this callback leaves the averaged weights that
+      the checkpoint's ``state_dict`` holds.
 
     Frozen encoder stages are averaged like the rest: an average of a constant is that
     constant, so they stay the pretrained weights until phase 2 moves them.
 
     Args:
-        decay: the average's weight on its previous value per step; its horizon is about
-            ``1 / (1 - decay)`` steps (0.99: 100 steps, two thirds of an epoch of 5,000
-            images at batch 32; 0.999: 1,000 steps, for runs of tens of thousands of steps).
-            Keep the horizon well under the run's length.
+        decay: the average's weight on its previous value per step, once warmed up; its
+            horizon is about ``1 / (1 - decay)`` steps (0.99: 100 steps, two thirds of an
+            epoch of 5,000 images at batch 32; 0.999: 1,000 steps, for runs of tens of
+            thousands of steps).
+        warmup_power: the power of the warm-up (timm's default 2/3; 3/4 warms up faster);
+            ``None``: the constant ``decay`` from the first update, as Lightning's callback.
         update_starting_at_step: the first optimiser step that enters the average.
     """
 
-    def __init__(self, decay: float = 0.99, update_starting_at_step: int | None = None) -> None:
+    def __init__(
+        self,
+        decay: float = 0.99,
+        warmup_power: float | None = 2 / 3,
+        update_starting_at_step: int | None = None,
+    ) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay must be in (0, 1), got {decay}.")
+        if warmup_power is not None and not warmup_power > 0:
+            raise ConfigError(
+                f"callbacks.ema.warmup_power must be > 0, or null for no warm-up; got "
+                f"{warmup_power}."
+            )
         super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+        self.decay = decay
+        self.warmup_power = warmup_power
+        # the foreach update replaces Lightning's per-tensor avg_fn
+        self._kwargs.pop("avg_fn", None)
+        self._kwargs["multi_avg_fn"] = warmup_ema_multi_avg_fn(decay, warmup_power)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict

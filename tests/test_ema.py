@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoencoder.callbacks import EMAWeights
+from autoencoder.callbacks import EMAWeights, ema_decay
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.errors import ConfigError
 from autoencoder.examples import smoke_overrides
@@ -106,3 +106,41 @@ def test_the_final_test_and_evaluate_measure_the_averaged_weights(tmp_path) -> N
 def test_a_decay_outside_zero_one_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"callbacks\.ema\.decay"):
         EMAWeights(decay=1.0)
+
+
+def test_the_decay_ramps_up_to_its_value_and_stays_there() -> None:
+    counts = torch.tensor([0, 1, 10, 100, 1000, 100_000])
+    ramped = ema_decay(0.99, counts, 2 / 3)
+    assert ramped[0] == 0.0, "the first update takes the current weights"
+    assert torch.all(ramped[1:] >= ramped[:-1])
+    assert float(ramped[2]) < 0.85
+    assert float(ramped[-1]) == pytest.approx(0.99)
+    assert torch.allclose(ema_decay(0.99, counts, None), torch.tensor(0.99))
+
+
+# 128 images in batches of 16, 4 epochs: 32 steps, where a constant decay of 0.99 would keep
+# 0.99**32 = 72% of the random initialisation in the average.
+SHORT_RUN = (
+    *smoke_overrides(128, 32, 64),
+    "encoder.weights=null",
+    "finetune=full",
+    "model.lr=3e-3",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "logger=none",
+)
+
+
+def test_a_short_run_with_the_average_is_not_worse_than_without(compose_cfg, tmp_path) -> None:
+    """With the warm-up the average of a run of a few steps is about as good as its weights;
+    without it (Lightning's constant decay) it is far worse, which is what the warm-up fixes."""
+    psnr = {}
+    for name, callbacks in (
+        ("none", ("callbacks=default",)),
+        ("warmup", ("callbacks=ema",)),
+        ("constant", ("callbacks=ema", "callbacks.ema.warmup_power=null")),
+    ):
+        cfg = compose_cfg(*SHORT_RUN, *callbacks, output_dir=tmp_path / name)
+        psnr[name] = train(cfg)["test/psnr"]
+    assert psnr["warmup"] >= psnr["none"] - 0.25, psnr
+    assert psnr["constant"] < psnr["none"] - 1.0, psnr
