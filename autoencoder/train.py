@@ -16,16 +16,18 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from autoencoder.checkpointing import read_checkpoint
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.distributed import JobRanks, relaunchable_job
-from autoencoder.errors import ResourceUnavailableError
+from autoencoder.errors import ConfigError, ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.loggers import finish_loggers, machine_description, run_config
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.runs import build_model, start_from_checkpoint
+from autoencoder.start_score import StartScore
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +67,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "randomly initialised encoder. To train from scratch, use finetune=full."
         )
     callbacks: list[Callback] = [*instantiate_all(cfg.callbacks), finetuning]
+    start_score = _start_score(cfg, output_dir)
+    if start_score is not None:
+        callbacks.append(start_score)
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     with relaunchable_job(output_dir) as ranks:
         trainer, summary = _fit_and_test(
-            cfg, model, datamodule, finetuning, callbacks, loggers, ranks
+            cfg, model, datamodule, finetuning, start_score, callbacks, loggers, ranks
         )
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / "metrics.json")
     return summary
+
+
+def _start_score(cfg: DictConfig, output_dir: Path) -> StartScore | None:
+    """The do-no-harm callback when ``score_start`` asks for it: ``auto`` scores runs that
+    start from pretrained weights (``init_from``, or ``encoder.weights`` other than null)."""
+    setting = cfg.get("score_start", "auto")
+    if setting == "auto":
+        setting = bool(cfg.get("init_from")) or cfg.encoder.get("weights") is not None
+    if not isinstance(setting, bool):
+        raise ConfigError(f"score_start must be auto, true or false; got {setting!r}.")
+    return StartScore(output_dir / "checkpoints") if setting else None
 
 
 def _start_from(model: Autoencoder, init_from: str | None, ckpt_path: str | None) -> None:
@@ -100,6 +116,7 @@ def _fit_and_test(
     model: Autoencoder,
     datamodule: pl.LightningDataModule,
     finetuning: TwoPhaseFinetuning,
+    start_score: StartScore | None,
     callbacks: list[Callback],
     loggers: list[Logger],
     ranks: JobRanks,
@@ -121,6 +138,13 @@ def _fit_and_test(
         # read before testing: loading the best checkpoint also restores callback states
         transition_epoch, transition_step = finetuning.transition_epoch, finetuning.transition_step
         best_ckpt = best_checkpoint(callbacks)
+        returned_start = start_score is not None and start_score.returned_start(best_ckpt)
+        if returned_start:
+            rank_zero_warn(
+                "start: no epoch beat the model this run started from "
+                f"({_scores(start_score.scores)}): the best checkpoint, the test and "
+                f"metrics.json are the start's ({best_ckpt})."
+            )
         test_metrics: dict[str, float] = {}
         if cfg.get("test"):  # debug=fast (no checkpoints): one batch with the final weights
             with _without_expected_warnings(in_memory):
@@ -132,6 +156,8 @@ def _fit_and_test(
             "transition_epoch": transition_epoch,
             "transition_step": transition_step,
             "best_ckpt": best_ckpt,
+            "best_epoch": 0 if returned_start else checkpoint_epochs(best_ckpt),
+            "start": start_score.scores if start_score is not None else None,
             "fit_seconds": round(fit_seconds, 2),
             "epochs": trainer.current_epoch,
             "machine": machine_description(),
@@ -141,6 +167,15 @@ def _fit_and_test(
     finally:
         finish_loggers(loggers, failed)
     return trainer, summary
+
+
+def checkpoint_epochs(path: str | None) -> int | None:
+    """Training epochs behind a checkpoint written at the end of an epoch's validation."""
+    return int(read_checkpoint(path)["epoch"]) + 1 if path else None
+
+
+def _scores(scores: dict[str, float] | None) -> str:
+    return ", ".join(f"{key} {value:.4g}" for key, value in (scores or {}).items())
 
 
 def fit_wall_time(callbacks: list[Callback], this_process: float) -> float:

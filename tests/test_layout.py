@@ -26,6 +26,7 @@ FLOORS = {
     "data": 1,
     "finetuning": 1,
     "callbacks": 1,
+    "start_score": 1,
     # 2: job plumbing
     "runs": 2,
     "validation": 2,
