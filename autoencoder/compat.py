@@ -57,6 +57,12 @@ def ddp_finds_unused_parameters(strategy: DDPStrategy) -> bool:
     return bool(strategy._ddp_kwargs.get("find_unused_parameters", False))
 
 
+def uses_distributed_sampler(trainer: pl.Trainer) -> bool:
+    """The Trainer's ``use_distributed_sampler`` argument, which Lightning keeps on its
+    accelerator connector only."""
+    return bool(trainer._accelerator_connector.use_distributed_sampler)
+
+
 def launched_rank_processes(trainer: pl.Trainer) -> list[subprocess.Popen]:
     """The processes Lightning's script launcher started for ranks > 0 (``trainer=ddp``):
     the launcher's own list, which its child-process observer thread watches. Empty for

@@ -104,7 +104,18 @@ def test_the_speed_part_measures_every_variant_and_writes_its_figures(
     ratio = figures["ratios"]["pipeline / bare loop throughput"]
     assert ratio == pytest.approx(bare["seconds"] / pipeline["seconds"])
     rows = list(csv.DictReader((out / "speed.csv").open()))
-    assert [row["variant"] for row in rows] == list(figures["variants"])
+    loaders = ["loader (per-image)", "loader (on-device)"]
+    assert [row["variant"] for row in rows] == [*figures["variants"], *loaders]
+    # the training loader alone, both ways, side by side
+    assert list(figures["loaders"]) == loaders and min(figures["loaders"].values()) > 0
+    assert figures["loader_images_per_second"] == figures["loaders"]["loader (per-image)"]
+    for row in rows[-2:]:
+        rate = figures["loaders"][row["variant"]]
+        assert float(row["images/s"]) == pytest.approx(rate)
+        assert float(row["ms/step"]) == pytest.approx(1000 * 16 / rate)
+    assert figures["ratios"]["on-device / per-image loader throughput"] == pytest.approx(
+        figures["loaders"]["loader (on-device)"] / figures["loaders"]["loader (per-image)"]
+    )
     assert (out / "speed.png").stat().st_size > 0 and (out / "speed.md").is_file()
 
 

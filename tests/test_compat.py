@@ -47,6 +47,12 @@ def test_ddp_finds_unused_parameters_reads_the_strategy_setting() -> None:
     assert not compat.ddp_finds_unused_parameters(DDPStrategy())
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_uses_distributed_sampler_reads_the_trainer_argument(value: bool) -> None:
+    trainer = pl.Trainer(accelerator="cpu", use_distributed_sampler=value, logger=False)
+    assert compat.uses_distributed_sampler(trainer) is value
+
+
 def test_launched_rank_processes_is_the_list_lightnings_observer_watches() -> None:
     ddp = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
     launched = compat.launched_rank_processes(ddp)

@@ -1,5 +1,6 @@
-"""Speed: the training pipeline against a bare PyTorch loop, the data loader alone, and the
-step cost of what changes it (fine-tuning phase, memory layout, precision, compilation).
+"""Speed: the training pipeline against a bare PyTorch loop, the data loader alone (per
+image and drawn on the device), and the step cost of what changes it (fine-tuning phase,
+memory layout, precision, compilation).
 
 Every variant trains the same model (built from the project's config with the given
 overrides) on the same data, one after another in this process: warm-up steps first, then
@@ -16,7 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, open_dict
 
 from autoencoder.benchmarks.tables import Table
 from autoencoder.config import compose_config, instantiate
+from autoencoder.data import DeviceBatches, ImageDataModule
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.runs import build_model
 from autoencoder.train import train
@@ -35,6 +37,8 @@ from autoencoder.train import train
 # The bare loop runs in the trainer config's precision (fp32, or bf16 with trainer=gpu);
 # ``bare-bf16`` or ``bare-fp32`` measures the other one.
 VARIANTS = ("pipeline", "bare", "bare-frozen", "bare-contiguous", "bare-compile")
+# The training loader alone, both ways (data.on_device=false and true), as rows of the table.
+LOADERS = {"loader (per-image)": False, "loader (on-device)": True}
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,9 @@ def compose_benchmark_config(overrides: list[str], output_dir: Path) -> DictConf
     return cfg
 
 
-def training_loader(cfg: DictConfig) -> torch.utils.data.DataLoader:
-    """The training loader of the config's datamodule."""
+def training_loader(cfg: DictConfig) -> torch.utils.data.DataLoader | DeviceBatches:
+    """The training loader of the config's datamodule (as ``data.on_device`` decides for
+    the CPU)."""
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     return datamodule.train_dataloader()
@@ -127,15 +132,40 @@ def in_memory_batches(cfg: DictConfig, count: int) -> list[torch.Tensor]:
     raise ValueError(f"the training split has fewer than {count} batches; lower --steps")
 
 
-def loader_throughput(cfg: DictConfig, count: int, warmup: int) -> float:
-    """Images per second of the training loader alone (its workers, transforms, collation)."""
-    loader = iter(training_loader(cfg))
+def loader_throughput(
+    cfg: DictConfig, count: int, warmup: int, device: torch.device, on_device: bool
+) -> float:
+    """Images per second of the training loader alone, until its batches are on ``device``:
+    per image (workers, transforms, collation, then the copy to the device) or drawn on the
+    device (``data.on_device``: one gather, flip, crop and conversion per batch there)."""
+    datamodule: ImageDataModule = instantiate(cfg.data, on_device=on_device)
+    datamodule.setup("fit")
+    loader = datamodule.device_batches(device) if on_device else datamodule.train_dataloader()
+    batches = _epochs(loader)
+
+    def next_on_device() -> int:
+        images = next(batches)[0].to(device, non_blocking=True)
+        return len(images)
+
     for _ in range(warmup):
-        next(loader)
+        next_on_device()
+    _synchronize(device)
     start, images = time.perf_counter(), 0
     for _ in range(count):
-        images += len(next(loader)[0])
+        images += next_on_device()
+    _synchronize(device)
     return images / (time.perf_counter() - start)
+
+
+def _epochs(loader: Iterable[Any]) -> Iterator[Any]:
+    """The loader's batches, epoch after epoch (a small split may hold fewer than needed)."""
+    while True:
+        yield from loader
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bare_loop(
@@ -232,7 +262,10 @@ def run(
         bf16 = cfg.trainer.precision.startswith("bf16")
         variants = [v for v in (*VARIANTS, "bare-fp32" if bf16 else "bare-bf16") if v not in skip]
         batches = in_memory_batches(cfg, warmup + steps)
-        loader = loader_throughput(cfg, steps, warmup)
+        loaders = {
+            name: loader_throughput(cfg, steps, warmup, device, on_device)
+            for name, on_device in LOADERS.items()
+        }
         results = {v: measure(v, cfg, batches, steps, warmup, device) for v in variants}
     reference = results["bare"]
     table = Table(
@@ -251,6 +284,16 @@ def run(
                 "peak memory (MB)": result.peak_memory_mb,
             }
         )
+    batch_size = len(batches[0])
+    for name, rate in loaders.items():  # the time to make a batch, against a bare step
+        table.add(
+            **{
+                "variant": name,
+                "ms/step": 1000 * batch_size / rate,
+                "images/s": rate,
+                "vs bare loop": rate / reference.images_per_second,
+            }
+        )
 
     def per(numerator: str, denominator: str) -> float | None:
         """Seconds per step of ``numerator`` over those of ``denominator``."""
@@ -259,23 +302,29 @@ def run(
         return results[numerator].seconds / results[denominator].seconds
 
     fp32, bf16_variant = ("bare-fp32", "bare") if bf16 else ("bare", "bare-bf16")
+    loader, on_device = loaders["loader (per-image)"], loaders["loader (on-device)"]
+    training = results["pipeline"].images_per_second
     ratios = {
         "pipeline / bare loop throughput": per("bare", "pipeline"),
-        "data loader / training throughput": loader / results["pipeline"].images_per_second,
+        "data loader / training throughput": loader / training,
+        "on-device loader / training throughput": on_device / training,
+        "on-device / per-image loader throughput": on_device / loader,
         "phase 1 / phase 2 step time": per("bare-frozen", "bare"),
         "channels_last speed-up over contiguous": per("bare-contiguous", "bare"),
         "bf16 autocast speed-up over fp32": per(fp32, bf16_variant),
         "torch.compile speed-up over eager": per("bare", "bare-compile"),
     }
-    table.notes = [f"data loader alone: {loader:.0f} images/s"] + [
-        f"{name}: {value:.2f}" for name, value in ratios.items() if value is not None
-    ]
+    table.notes = [
+        f"data loader alone, until the batch is on the device: {loader:.0f} images/s per "
+        f"image, {on_device:.0f} images/s drawn on the device (data.on_device)"
+    ] + [f"{name}: {value:.2f}" for name, value in ratios.items() if value is not None]
     table.write(output, "speed")
     (output / "speed.json").write_text(
         json.dumps(
             {
                 "machine": machine(device),
                 "loader_images_per_second": loader,
+                "loaders": loaders,
                 "variants": {k: vars(v) for k, v in results.items()},
                 "ratios": ratios,
                 "overrides": overrides,

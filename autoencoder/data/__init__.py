@@ -6,8 +6,9 @@ such as ``autoencoder.data.ArraysDataModule`` (in ``conf/data/`` and in the save
 """
 
 from autoencoder.data.arrays import ArraysDataModule
-from autoencoder.data.base import EpochSeededSampler, ImageDataModule, source_of, to_rgb
+from autoencoder.data.base import ImageDataModule, source_of, to_rgb
 from autoencoder.data.folder import FolderDataModule
+from autoencoder.data.on_device import DeviceBatches, EpochSeededSampler
 from autoencoder.data.synthetic import SyntheticDataModule, generate_shapes
 from autoencoder.data.torchvision_sets import (
     CIFAR10DataModule,
@@ -19,6 +20,7 @@ __all__ = [
     "ArraysDataModule",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "DeviceBatches",
     "EpochSeededSampler",
     "FolderDataModule",
     "ImageDataModule",

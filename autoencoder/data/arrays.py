@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from autoencoder.data.base import ImageDataModule
@@ -35,13 +36,21 @@ class _ArrayDataset(Dataset):
         label = -1 if self.labels is None else int(self.labels[index])
         return image, label
 
+    def pixels(self) -> torch.Tensor:
+        """Every image as one ``(N, 3, H, W)`` uint8 view of the array (no copy)."""
+        images = torch.from_numpy(self.images)
+        if images.ndim == 3:
+            return images[:, None].expand(-1, 3, -1, -1)
+        return images.permute(0, 3, 1, 2)
+
 
 class ArraysDataModule(ImageDataModule):
     """Images from ``path/train.npz`` and ``path/test.npz``; val is carved from train.
 
     Each file holds key ``images`` (uint8, ``N x H x W x 3`` or ``N x H x W`` grayscale) and
     optionally ``labels`` (integers, length N; missing labels become -1). Arrays stay uint8 in
-    memory and are converted to float one image at a time.
+    memory and are converted to float one image at a time, or a batch at a time on the
+    training device (``on_device``).
     """
 
     labels_hint = (

@@ -91,6 +91,12 @@ class FolderDataModule(ImageDataModule):
         **base: Any,
     ) -> None:
         super().__init__(**base)
+        if self.on_device is True:
+            raise ConfigError(
+                "data.on_device=true needs the training images in memory, but data=folder "
+                "reads each image from its file when it is loaded. Use data.on_device=auto "
+                "or false (per-image loading with data.num_workers workers)."
+            )
         self.path = Path(path).expanduser()
         if isinstance(extensions, str) or not extensions:
             raise ConfigError(

@@ -28,6 +28,9 @@ class _TensorDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
+    def pixels(self) -> torch.Tensor:
+        return self.images
+
 
 class SyntheticDataModule(ImageDataModule):
     """Deterministic generated images: 1-4 coloured shapes (discs, squares, triangles,

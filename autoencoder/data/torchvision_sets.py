@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
 import torchvision
 from torch.utils.data import Dataset
 
@@ -61,6 +62,15 @@ class _TorchvisionDataModule(ImageDataModule):
 
     def _label_count(self) -> int | None:
         return self._classes
+
+    def _pixels(self, dataset: Dataset) -> torch.Tensor | None:
+        """The uint8 array torchvision keeps every image of these sets in, as a tensor view:
+        the pixels its PIL images are made from."""
+        if isinstance(dataset, torchvision.datasets.CIFAR10):  # CIFAR-100 too: N x H x W x 3
+            return torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
+        if isinstance(dataset, torchvision.datasets.STL10):  # N x 3 x H x W
+            return torch.from_numpy(dataset.data)
+        return super()._pixels(dataset)
 
     def _label_names(self) -> list[str] | None:
         return list(getattr(self._open(train=False), "classes", None) or []) or None
