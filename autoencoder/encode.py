@@ -29,6 +29,7 @@ from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.encoders import Encoder
+from autoencoder.models.shape import EncoderGeometry
 from autoencoder.param_groups import ENCODER_PREFIX
 from autoencoder.runs import load_run, sequential_loader
 
@@ -94,15 +95,13 @@ def export_encoder(model: Autoencoder, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state_dict, path)
     sidecar = path.with_suffix(".json")
+    shape = model.shape
     meta = {
-        "name": model.encoder.name,
-        "depth": model.encoder.depth,
-        "latent_channels": model.latent_channels,
+        **shape.encoder.to_json(),
+        "latent_channels": shape.latent_channels,
         "normalize": model.encoder.normalize,
-        "stem_pool": model.encoder.stem_pool,
-        "input_scale": model.encoder.input_scale,
-        "bottleneck_kernel_size": model.bottleneck.kernel_size[0],
-        "bottleneck_activation": model.bottleneck.activation_name,
+        "bottleneck_kernel_size": shape.bottleneck_kernel_size,
+        "bottleneck_activation": shape.bottleneck_activation,
         "reduction": model.encoder.reduction,
         "input": "RGB in [0, 1], shape (B, 3, H, W), H and W divisible by reduction",
         "rebuild": "from autoencoder.encode import load_encoder; "
@@ -122,16 +121,17 @@ def load_encoder(path: str | Path) -> LatentEncoder:
             "scripts/encode.py ckpt_path=... export_encoder=PATH."
         )
     meta = json.loads(sidecar.read_text())
+    # sidecars written before an option existed lack it: its default
+    geometry = EncoderGeometry.from_json(meta)
     encoder = LatentEncoder(
-        meta["name"],
-        meta["depth"],
+        geometry.name,
+        geometry.depth,
         meta["latent_channels"],
         normalize=meta["normalize"],
-        # sidecars written before these options existed: their defaults
         bottleneck_kernel_size=meta.get("bottleneck_kernel_size", 1),
         bottleneck_activation=meta.get("bottleneck_activation", "none"),
-        stem_pool=meta.get("stem_pool", True),
-        input_scale=meta.get("input_scale", 1),
+        stem_pool=geometry.stem_pool,
+        input_scale=geometry.input_scale,
     )
     encoder.load_state_dict(
         read_state_dict(

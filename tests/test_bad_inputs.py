@@ -34,7 +34,7 @@ from autoencoder import losses
 from autoencoder.cli import run_job
 from autoencoder.data import FolderDataModule
 from autoencoder.examples import TWO_PHASES, smoke_overrides
-from autoencoder.models.autoencoder import ARCHITECTURE_KEY
+from autoencoder.models.shape import ARCHITECTURE_KEY
 from autoencoder.runs import load_autoencoder
 from autoencoder.train import train
 from tests.conftest import compose_job, make_images
@@ -260,16 +260,16 @@ CASES = [
         "unknown-encoder-option",
         lambda i: cli_train(i, "encoder=resnet19"),
         "In 'train': Could not find 'encoder/resnet19'\n\nAvailable options in 'encoder':\n"
-        "\t_base\n\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\tvgg11\n\tvgg11_bn\n"
-        "\tvgg13\n\tvgg13_bn\n\tvgg16\n\tvgg16_bn\n\tvgg19\n\tvgg19_bn\n...",
+        "\t_base\n\tresnet101\n\tresnet152\n\tresnet18\n\tresnet34\n\tresnet50\n\ttimm\n\tvgg11\n"
+        "\tvgg11_bn\n\tvgg13\n\tvgg13_bn\n\tvgg16\n\tvgg16_bn\n\tvgg19\n\tvgg19_bn\n...",
     ),
     Case(
         "unknown-encoder-name",
         lambda i: cli_train(i, "encoder.name=resnet19"),
         "error: unknown encoder 'resnet19'. Valid names: resnet18, resnet34, resnet50, "
         "resnet101, resnet152, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, "
-        "vgg19_bn (set encoder=NAME; an encoder registered in a module of your own needs "
-        "imports=[MODULE]).",
+        "vgg19_bn, or timm/MODEL for a timm model (set encoder=NAME; an encoder registered in "
+        "a module of your own needs imports=[MODULE]).",
     ),
     Case(
         "unimportable-module",
@@ -400,7 +400,8 @@ CASES = [
         "weights-file-missing",
         lambda i: cli_train(i, f"encoder.weights={i.tmp / 'missing.pt'}"),
         "error: encoder.weights='{tmp}/missing.pt': no such file. Use encoder.weights=imagenet, "
-        "encoder.weights=null or the path to a state dict saved with torch.save.",
+        "encoder.weights=null, the path to a state dict saved with torch.save, or a training "
+        "run's checkpoint (its encoder is taken).",
     ),
     Case(
         "weights-file-that-runs-code",

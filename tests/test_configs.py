@@ -108,6 +108,14 @@ def encoder_is(name: str, built: dict[str, Any]) -> None:
     assert encoder.out_channels == channels[: len(stages)]
 
 
+def timm_encoder_is(built: dict[str, Any]) -> None:
+    """The encoder is timm's ResNet-18-D, cut at its feature maps (tests/test_timm_encoders.py)."""
+    encoder = built["encoder"]
+    assert encoder.name == "timm/resnet18d"
+    assert encoder.stage_names == [f"stage{i + 1}" for i in range(encoder.depth)]
+    assert encoder.out_channels == [64, 64, 128, 256, 512][: encoder.depth]
+
+
 def has_module(kind: type, section: str) -> Callable[[dict[str, Any]], None]:
     def check(built: dict[str, Any]) -> None:
         assert any(isinstance(m, kind) for m in built[section].modules())
@@ -248,6 +256,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("data", "arrays"): datamodule_is(ArraysDataModule, (3, 32, 32)),
     ("data", "synthetic"): datamodule_is(SyntheticDataModule, (3, 32, 32)),
     **{("encoder", name): functools.partial(encoder_is, name) for name in ENCODERS},
+    ("encoder", "timm"): timm_encoder_is,
     ("decoder", "resize_conv"): has_module(nn.Upsample, "model"),
     ("decoder", "pixel_shuffle"): has_module(nn.PixelShuffle, "model"),
     ("decoder", "transposed"): has_module(nn.ConvTranspose2d, "model"),
@@ -272,6 +281,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "compare_finetuning"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (4, 24, 24)),
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
+    ("experiment", "cifar10_timm"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), shared=False),
     ("layout", "depth2"): latent_is((4, 8, 8)),
@@ -299,6 +309,8 @@ def test_every_option_has_its_effect_checked() -> None:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_validates_and_instantiates(group, option, arrays_dir, tmp_path) -> None:
     cfg = compose_job("train", f"{group}={option}")
+    if cfg.encoder.name.startswith("timm/"):
+        pytest.importorskip("timm")  # the timm extra
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.encoder.weights = None  # no downloads

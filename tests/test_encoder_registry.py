@@ -16,7 +16,7 @@ from autoencoder.config import compose_config
 from autoencoder.errors import ConfigError
 from autoencoder.examples import TWO_PHASES, smoke_overrides
 from autoencoder.models.classifier import Classifier
-from autoencoder.models.encoders import ENCODERS, Encoder, register_encoder
+from autoencoder.models.encoders import ENCODERS, Encoder, StageInfo, register_encoder
 from autoencoder.train import train
 from tests.conftest import ROOT, run_script
 
@@ -49,6 +49,44 @@ def test_a_registered_family_gets_stages_channels_and_reductions(toynet: str) ->
     assert encoder.reductions == [1, 2, 4]
     assert encoder(torch.rand(2, 3, 16, 16)).shape == (2, 24, 4, 4)
     assert Encoder(toynet, weights=None, depth=2)(torch.rand(1, 3, 16, 16)).shape == (1, 16, 8, 8)
+
+
+class ShortcutNet(nn.Module):
+    """Two stages whose second downsamples only in a ``downsample`` module, which the convs
+    and pools of the main path do not show: its geometry must be declared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.second = nn.Sequential(nn.Module())
+        self.second[0].downsample = nn.Conv2d(8, 16, 2, stride=2)
+
+    @staticmethod
+    def stages(net: ShortcutNet) -> OrderedDict[str, nn.Module]:
+        return OrderedDict(first=net.first, second=net.second[0].downsample)
+
+
+def test_a_family_can_declare_its_stage_geometry_and_a_wrong_declaration_is_refused() -> None:
+    declared = [StageInfo(8, 1), StageInfo(16, 2)]
+    register_encoder("shortcutnet", ShortcutNet, ShortcutNet.stages, stage_info=lambda _: declared)
+    register_encoder("wrongnet", ShortcutNet, ShortcutNet.stages, stage_info=lambda _: declared[:1])
+    register_encoder(
+        "lyingnet", ShortcutNet, ShortcutNet.stages, stage_info=lambda _: [declared[0]] * 2
+    )
+    try:
+        encoder = Encoder("shortcutnet", weights=None)
+        assert (encoder.out_channels, encoder.reductions) == ([8, 16], [1, 2])
+        with pytest.raises(ConfigError, match="downsampling of 1 stages but has 2"):
+            Encoder("wrongnet", weights=None)
+        with pytest.raises(
+            ConfigError,
+            match="stage second is declared to give 8 channels at 1x downsampling, but on a "
+            "32 px image it gives 16 x 16 x 16",
+        ):
+            Encoder("lyingnet", weights=None)
+    finally:
+        for name in ("shortcutnet", "wrongnet", "lyingnet"):
+            del ENCODERS[name]
 
 
 def test_a_registered_family_loads_state_dicts_but_has_no_imagenet_weights(

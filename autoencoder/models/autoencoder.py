@@ -22,6 +22,7 @@ from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.models.shape import ARCHITECTURE_KEY, ModelShape
 from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import (
     DECODER_GROUP,
@@ -38,8 +39,6 @@ NonfiniteAction = Literal["stop", "skip"]
 # The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
 # first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
 DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
-# Where a checkpoint records the settings that decide the shapes of the model's weights.
-ARCHITECTURE_KEY = "autoencoder_architecture"
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -328,18 +327,23 @@ class Autoencoder(pl.LightningModule):
         return multiplier
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def shape(self) -> ModelShape:
+        """The settings that decide the shapes of the weights."""
+        return ModelShape(
+            encoder=self.encoder.geometry,
+            latent_channels=self.latent_channels,
+            bottleneck_kernel_size=self.bottleneck.kernel_size[0],
+            bottleneck_activation=self.bottleneck.activation_name,
+            decoder=tuple(self.decoder.settings().items()),
+        )
+
     def architecture(self) -> dict[str, Any]:
-        """The settings that decide the shapes of the weights, as config keys."""
+        """The checkpoint's record: the shape as config keys, and the optimiser (whose state
+        a resume loads)."""
         optimizer = getattr(self.optimizer_factory, "func", self.optimizer_factory)
         return {
-            "encoder.name": self.encoder.name,
-            "encoder.depth": self.encoder.depth,
-            "encoder.stem_pool": self.encoder.stem_pool,
-            "encoder.input_scale": self.encoder.input_scale,
-            "model.latent_channels": self.latent_channels,
-            "model.bottleneck_kernel_size": self.bottleneck.kernel_size[0],
-            "model.bottleneck_activation": self.bottleneck.activation_name,
-            **self.decoder.settings(),
+            **self.shape.config_keys(),
             "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
         }
 

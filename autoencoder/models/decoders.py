@@ -198,9 +198,9 @@ class Decoder(nn.Module):
         self.output = nn.Sequential(nn.Conv2d(in_channels, 3, 3, padding=1), nn.Sigmoid())
 
     def settings(self) -> dict[str, object]:
-        """The options that decide the decoder's weights, as ``decoder.*`` config keys."""
+        """The options that decide the decoder's weights, by argument name."""
         return {
-            f"decoder.{name}": getattr(self, name)
+            name: getattr(self, name)
             for name in (
                 "upsample",
                 "width",

@@ -1,4 +1,5 @@
-"""Pretrained torchvision backbones cut into named stages.
+"""Pretrained backbones (torchvision's, and timm's with the ``timm`` extra) cut into named
+stages.
 
 An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to know:
 
@@ -6,12 +7,14 @@ An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to k
   ``layer1`` .. ``layer4``; VGG: ``block1`` .. ``block5``, the runs between max-pools);
 * ``out_channels`` and ``reductions``: channels and total downsampling after each stage;
 * input normalisation: images come in as [0, 1] pixels and are normalised with the
-  ImageNet statistics inside :meth:`Encoder.forward`;
+  ImageNet statistics (a timm model's own) inside :meth:`Encoder.forward`;
 * freezing: which stages are trainable, and which BatchNorm layers stay in eval mode.
 
 Which backbones exist is one table, :data:`ENCODERS`: a name, a builder of the randomly
 initialised network, and a function that cuts it into stages. :func:`register_encoder` adds
-a family; the decoder, the parameter groups and fine-tuning need nothing else.
+a family; the decoder, the parameter groups and fine-tuning need nothing else. Names with the
+``timm/`` prefix (``timm/convnext_atto``) are not in the table: they resolve through
+:mod:`autoencoder.models.timm_encoders`, which imports timm only then.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import math
 import urllib.error
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +36,7 @@ from torch.nn import functional as F
 
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
+from autoencoder.models.shape import EncoderGeometry, recorded_shape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +48,8 @@ _KEY_PREFIXES = ("module.", "model.", "net.", "backbone.")
 HEAD_PREFIXES = ("avgpool.", "fc.", "classifier.")
 # BatchNorm of a stage while the model trains: pretrained statistics, or batch statistics.
 BatchNormMode = Literal["eval", "train"]
+# encoder.name=timm/MODEL builds timm's MODEL (autoencoder.models.timm_encoders).
+TIMM_PREFIX = "timm/"
 
 
 def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
@@ -87,6 +93,15 @@ def _vgg_stages(net: _VGGFeatures) -> OrderedDict[str, nn.Module]:
 
 
 @dataclass(frozen=True)
+class StageInfo:
+    """One stage's output as its family declares it, as timm's ``FeatureInfo`` does: its
+    channels, and the total downsampling from the input with every max-pool in place."""
+
+    channels: int
+    reduction: int
+
+
+@dataclass(frozen=True)
 class EncoderSpec:
     """One entry of the encoder table.
 
@@ -99,11 +114,28 @@ class EncoderSpec:
             its ImageNet weights load with ``weights="imagenet"``, and pretraining
             (``scripts/pretrain_encoder.py``) trains it as a classifier. ``None`` for a
             backbone torchvision does not have.
+        stage_info: declares each stage's channels and downsampling, for a family whose
+            stages the convs and pools do not tell (strided convs in downsampling layers,
+            pooled shortcuts); the encoder checks them on a dummy image. ``None``: read from
+            the convs and pools of each stage's main path.
+        pretrained: builds the network with its pretrained weights (``weights="imagenet"``)
+            for a family that loads them itself (timm's, from the Hugging Face hub). ``None``:
+            ``build()``, then torchvision's weights of ``torchvision_name``.
+        translate_state_dict: renames the keys of a loaded state dict (``weights=PATH``) to
+            the network's, for a family whose weight files use other names (a timm
+            classifier's, which its features model flattens); it drops the keys of modules
+            the network does not hold (the classifier head). ``None``: the network's names.
+        mean, std: the input normalisation its weights were trained with.
     """
 
     build: Callable[[], nn.Module]
     stages: Callable[[nn.Module], OrderedDict[str, nn.Module]]
     torchvision_name: str | None = None
+    stage_info: Callable[[nn.Module], list[StageInfo]] | None = None
+    pretrained: Callable[[], nn.Module] | None = None
+    translate_state_dict: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -124,20 +156,32 @@ def register_encoder(
     build: Callable[[], nn.Module],
     stages: Callable[[nn.Module], OrderedDict[str, nn.Module]],
     torchvision_name: str | None = None,
+    stage_info: Callable[[nn.Module], list[StageInfo]] | None = None,
 ) -> None:
     """Add a backbone family member to :data:`ENCODERS` (see :class:`EncoderSpec`); then
     ``encoder.name=NAME`` builds it."""
+    if name.startswith(TIMM_PREFIX):
+        raise ConfigError(
+            f"cannot register {name!r}: names starting with {TIMM_PREFIX!r} are timm's models."
+        )
     if name in ENCODERS:
         raise ConfigError(f"an encoder named {name!r} is already registered.")
-    ENCODERS[name] = EncoderSpec(build, stages, torchvision_name)
+    ENCODERS[name] = EncoderSpec(build, stages, torchvision_name, stage_info)
 
 
 def check_encoder_name(name: str) -> EncoderSpec:
-    """The table entry of ``name``; a :class:`ConfigError` listing the valid names if none."""
+    """The table entry of ``name`` (a timm model's for ``timm/MODEL``); a
+    :class:`ConfigError` listing the valid names if none."""
+    if name.startswith(TIMM_PREFIX):
+        # Imported here, so that only a timm encoder pays for importing timm.
+        from autoencoder.models.timm_encoders import timm_encoder_spec
+
+        return timm_encoder_spec(name.removeprefix(TIMM_PREFIX))
     if name not in ENCODERS:
         raise ConfigError(
-            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)} (set encoder=NAME; "
-            "an encoder registered in a module of your own needs imports=[MODULE])."
+            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)}, or "
+            f"{TIMM_PREFIX}MODEL for a timm model (set encoder=NAME; an encoder registered in "
+            "a module of your own needs imports=[MODULE])."
         )
     return ENCODERS[name]
 
@@ -172,38 +216,129 @@ def scale_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=input_scale, mode="bilinear", align_corners=False)
 
 
-def remove_first_max_pool(name: str, stage: nn.Module) -> None:
-    """Replace the first max-pool of ``stage`` by the identity (``encoder.stem_pool=false``)."""
-    for parent in stage.modules():
+def _first_max_pool(module: nn.Module) -> tuple[nn.Module, str, nn.MaxPool2d] | None:
+    """The first max-pool of ``module`` in registration order, with its parent and name."""
+    for parent in module.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.MaxPool2d):
-                setattr(parent, child_name, nn.Identity())
-                return
-    raise ConfigError(
-        f"encoder.stem_pool=false: {name}'s first stage has no max-pool to remove. "
-        "Use encoder.stem_pool=true."
-    )
+                return parent, child_name, child
+    return None
+
+
+def remove_first_max_pool(name: str, stage: nn.Module) -> None:
+    """Replace the first max-pool of ``stage`` by the identity (``encoder.stem_pool=false``)."""
+    found = _first_max_pool(stage)
+    if found is None:
+        raise ConfigError(
+            f"encoder.stem_pool=false: {name}'s first stage has no max-pool to remove. "
+            "Use encoder.stem_pool=true."
+        )
+    parent, child_name, _ = found
+    setattr(parent, child_name, nn.Identity())
+
+
+def _remove_stem_pool(name: str, stages: Sequence[nn.Module]) -> tuple[int, int]:
+    """Replace the stem's max-pool by the identity (``encoder.stem_pool=false``) and return
+    the index of its stage and its stride.
+
+    The stem's max-pool is the first stage's first max-pool or, where the first stage ends
+    before it, a max-pool that the second stage starts with: timm's ResNets are tapped after
+    the stem's activation, at 2x, so their max-pool opens the stage of ``layer1``.
+    """
+    found = _first_max_pool(stages[0])
+    index = 0
+    second = stages[1] if len(stages) > 1 else None
+    if found is None and isinstance(second, nn.Sequential) and len(second) > 0:
+        child_name, child = next(iter(second.named_children()))
+        if isinstance(child, nn.MaxPool2d):
+            found, index = (second, child_name, child), 1
+    if found is None:
+        raise ConfigError(
+            f"encoder.stem_pool=false: {name} has no max-pool in its stem to remove (none in "
+            "its first stage, none opening its second). Use encoder.stem_pool=true."
+        )
+    parent, child_name, pool = found
+    setattr(parent, child_name, nn.Identity())
+    return index, _stride(pool)
 
 
 def _stride(module: nn.Conv2d | nn.MaxPool2d) -> int:
     return module.stride if isinstance(module.stride, int) else module.stride[0]
 
 
+def _read_stage_info(stages: nn.ModuleDict) -> list[StageInfo]:
+    """Each stage's channels and total downsampling, from the convs and pools of its main
+    path (without ResNet shortcuts)."""
+    infos = []
+    reduction = 1
+    for stage in stages.values():
+        path = _main_path(stage)
+        for module in path:
+            reduction *= _stride(module)
+        channels = [m for m in path if isinstance(m, nn.Conv2d)][-1].out_channels
+        infos.append(StageInfo(channels, reduction))
+    return infos
+
+
+def _declared_stage_info(
+    name: str,
+    declared: Sequence[StageInfo],
+    stages: nn.ModuleDict,
+    removed_pool: tuple[int, int] | None,
+) -> list[StageInfo]:
+    """The stages' channels and downsampling as their family declares them, without the
+    stem's max-pool when it was removed (``removed_pool``: its stage index and stride),
+    checked on a dummy image: a declaration that does not describe the stages would build a
+    wrong decoder."""
+    if len(declared) < len(stages):
+        raise ConfigError(
+            f"encoder {name} declares the channels and downsampling of {len(declared)} stages "
+            f"but has {len(stages)}: fix the family's registration (its stage_info)."
+        )
+    infos = [
+        StageInfo(info.channels, info.reduction // removed_pool[1])
+        if removed_pool is not None and index >= removed_pool[0]
+        else info
+        for index, info in enumerate(declared[: len(stages)])
+    ]
+    side = infos[-1].reduction * max(2, 32 // infos[-1].reduction)
+    features = torch.zeros(1, 3, side, side)
+    training = stages.training
+    stages.eval()
+    with torch.no_grad():
+        for (stage_name, stage), info in zip(stages.items(), infos, strict=True):
+            features = stage(features)
+            expected = (info.channels, side // info.reduction, side // info.reduction)
+            if tuple(features.shape[1:]) != expected:
+                raise ConfigError(
+                    f"encoder {name}: stage {stage_name} is declared to give {info.channels} "
+                    f"channels at {info.reduction}x downsampling, but on a {side} px image it "
+                    f"gives {' x '.join(map(str, features.shape[1:]))}. Its stage_info does not "
+                    "describe its stages: fix the family's registration."
+                )
+    stages.train(training)
+    return infos
+
+
 class Encoder(nn.Module):
-    """A torchvision ResNet or VGG feature extractor, cut into named stages.
+    """A torchvision ResNet or VGG (or timm) feature extractor, cut into named stages.
 
     Args:
         name: an entry of :data:`ENCODERS` (the torchvision model names of every ResNet and
-            VGG, and whatever :func:`register_encoder` added).
-        weights: ``"imagenet"`` for torchvision's default weights of that model (downloaded
-            on first use, then cached), ``None`` for random initialisation, or a path to a
-            local state dict (a torchvision checkpoint, or one this project saved).
-        depth: how many stages to keep, 1 .. 5 (``None`` keeps all five).
-        normalize: normalise [0, 1] inputs with the ImageNet mean and std.
-        stem_pool: keep the first stage's max-pool (ResNet: the stem's; VGG: ``block1``'s).
-            ``False`` halves the downsampling of every stage, so a deep cut keeps twice the
-            resolution on small images, at about 4x the cost of the stages after it; the
-            weights are unchanged (a max-pool has none).
+            VGG, and whatever :func:`register_encoder` added), or ``timm/MODEL`` for timm's
+            MODEL (:mod:`autoencoder.models.timm_encoders`).
+        weights: ``"imagenet"`` for torchvision's (timm's) default weights of that model
+            (downloaded on first use, then cached), ``None`` for random initialisation, or a
+            path to a local state dict (a torchvision or timm checkpoint, or one this project
+            saved).
+        depth: how many stages to keep, 1 .. 5 (``None`` keeps all of them).
+        normalize: normalise [0, 1] inputs with the ImageNet mean and std (a timm model's
+            own).
+        stem_pool: keep the first stage's max-pool (ResNet: the stem's; VGG: ``block1``'s;
+            timm's ResNets: the one opening ``stage2``). ``False`` halves the downsampling of
+            every stage from there on, so a deep cut keeps twice the resolution on small
+            images, at about 4x the cost of the stages after it; the weights are unchanged (a
+            max-pool has none).
         input_scale: resize the normalised images up by this factor (bilinear) before the
             first stage, so pretrained stages see objects nearer the scale they were trained
             at and a deep cut keeps resolution; costs about ``input_scale**2`` in the
@@ -223,14 +358,9 @@ class Encoder(nn.Module):
         super().__init__()
         spec = check_encoder_name(name)
         self.name = name
-        net = spec.build()
-        if weights is not None:
-            _load_weights(net, name, weights, spec.torchvision_name)
-        if weights not in (None, "imagenet"):
-            _check_pretrained_geometry(weights, stem_pool, input_scale)
+        builds_pretrained = weights == "imagenet" and spec.pretrained is not None
+        net = spec.pretrained() if builds_pretrained else spec.build()
         stages = spec.stages(net)
-        if not stem_pool:
-            remove_first_max_pool(name, next(iter(stages.values())))
         if depth is None:
             depth = len(stages)
         if not 1 <= depth <= len(stages):
@@ -238,19 +368,24 @@ class Encoder(nn.Module):
                 f"encoder.depth={depth} is out of range for {name}: it has {len(stages)} "
                 f"stages ({', '.join(stages)}). Use 1 .. {len(stages)}."
             )
+        geometry = EncoderGeometry(name, depth, stem_pool, input_scale)
+        if weights is not None and not builds_pretrained:
+            _load_weights(net, stages, geometry, weights, spec)
+        removed_pool = None if stem_pool else _remove_stem_pool(name, list(stages.values()))
         self.depth = depth
         self.stages = nn.ModuleDict(list(stages.items())[:depth])
         check_input_scale(input_scale)
         self.stem_pool = stem_pool
         self.input_scale = input_scale
-        self.out_channels: list[int] = []
+        if spec.stage_info is None:
+            stage_infos = _read_stage_info(self.stages)
+        else:
+            declared = spec.stage_info(net)
+            stage_infos = _declared_stage_info(name, declared, self.stages, removed_pool)
+        self.out_channels = [info.channels for info in stage_infos]
         self.reductions: list[int] = []
-        reduction = 1
-        for stage_name, stage in self.stages.items():
-            path = _main_path(stage)
-            self.out_channels.append([m for m in path if isinstance(m, nn.Conv2d)][-1].out_channels)
-            for module in path:
-                reduction *= _stride(module)
+        for stage_name, info in zip(self.stages, stage_infos, strict=True):
+            reduction = info.reduction
             if reduction % input_scale:
                 raise ConfigError(
                     f"encoder.input_scale={input_scale} is larger than the downsampling of "
@@ -261,14 +396,20 @@ class Encoder(nn.Module):
                 )
             self.reductions.append(reduction // input_scale)
         self.normalize = normalize
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), False)
         self._frozen: set[str] = set()
         self._bn_eval: set[str] = set()
 
     @property
     def stage_names(self) -> list[str]:
         return list(self.stages.keys())
+
+    @property
+    def geometry(self) -> EncoderGeometry:
+        """The network, its cut and its input geometry (the encoder part of the model's
+        shape)."""
+        return EncoderGeometry(self.name, self.depth, self.stem_pool, self.input_scale)
 
     @property
     def reduction(self) -> int:
@@ -356,24 +497,31 @@ def read_weights_info(weights: str | Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _check_pretrained_geometry(weights: str, stem_pool: bool, input_scale: int) -> None:
+def _check_pretrained_geometry(
+    weights: str, geometry: EncoderGeometry, theirs: EncoderGeometry, described_by: str
+) -> None:
     """Refuse weights pretrained with another input geometry than this encoder's: the
     pretrained stages would see objects at a scale they never learnt."""
-    info = read_weights_info(weights)
-    wanted = {"stem_pool": stem_pool, "input_scale": input_scale}
-    differing = [key for key, value in wanted.items() if key in info and info[key] != value]
+    differing = geometry.geometry_differences(theirs)
     if differing:
-        theirs = " ".join(f"encoder.{key}={str(info[key]).lower()}" for key in differing)
-        ours = " ".join(f"encoder.{key}={str(wanted[key]).lower()}" for key in differing)
+        there = " ".join(f"encoder.{key}={str(getattr(theirs, key)).lower()}" for key in differing)
+        here = " ".join(f"encoder.{key}={str(getattr(geometry, key)).lower()}" for key in differing)
         raise ConfigError(
-            f"encoder.weights={weights} was pretrained with {theirs} "
-            f"({weights_info_path(weights).name}), but this run sets {ours}. Set {theirs}, "
-            "or pretrain with this geometry (scripts/pretrain_encoder.py takes the same "
-            "encoder options)."
+            f"encoder.weights={weights} was pretrained with {there} ({described_by}), but "
+            f"this run sets {here}. Set {there}, or pretrain with this geometry "
+            "(scripts/pretrain_encoder.py and scripts/train.py take the same encoder options)."
         )
 
 
-def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str | None) -> None:
+def _load_weights(
+    net: nn.Module,
+    stages: Mapping[str, nn.Module],
+    geometry: EncoderGeometry,
+    weights: str,
+    spec: EncoderSpec,
+) -> None:
+    name = geometry.name
+    torchvision_name = spec.torchvision_name
     if weights == "imagenet":
         if torchvision_name is None:
             raise ConfigError(
@@ -395,25 +543,88 @@ def _load_weights(net: nn.Module, name: str, weights: str, torchvision_name: str
     loaded = read_state_dict(
         weights,
         option="encoder.weights",
-        hint="Use encoder.weights=imagenet, encoder.weights=null or the path to a state dict "
-        "saved with torch.save.",
+        hint="Use encoder.weights=imagenet, encoder.weights=null, the path to a state dict "
+        "saved with torch.save, or a training run's checkpoint (its encoder is taken).",
     )
-    load_backbone_state_dict(net, loaded, source=weights, name=name)
+    run_shape = recorded_shape(loaded) if isinstance(loaded, Mapping) else None
+    if run_shape is not None:
+        _check_pretrained_geometry(weights, geometry, run_shape.encoder, "the run's checkpoint")
+        load_run_encoder(stages, loaded["state_dict"], run_shape.encoder, geometry, weights)
+        return
+    info = read_weights_info(weights)
+    if info:
+        theirs = EncoderGeometry.from_json(info, name=name)
+        _check_pretrained_geometry(weights, geometry, theirs, weights_info_path(weights).name)
+    load_backbone_state_dict(
+        net, loaded, source=weights, name=name, translate=spec.translate_state_dict
+    )
+
+
+RUN_ENCODER_PREFIX = "encoder.stages."
+
+
+def load_run_encoder(
+    stages: Mapping[str, nn.Module],
+    state_dict: Mapping[str, torch.Tensor],
+    theirs: EncoderGeometry,
+    geometry: EncoderGeometry,
+    source: str,
+) -> None:
+    """Load the encoder of a training run's checkpoint (``encoder.weights=<run>.ckpt``; its
+    ``state_dict``: with EMA, the average) into the first ``geometry.depth`` stages, strictly.
+
+    The run must have trained the same network (``encoder.name``) at least as deep; its
+    bottleneck and decoder are not read.
+    """
+    if theirs.name != geometry.name:
+        raise ConfigError(
+            f"encoder.weights={source} is a run of encoder {theirs.name}, but this run builds "
+            f"{geometry.name}: set encoder={theirs.name}."
+        )
+    if theirs.depth is not None and geometry.depth is not None and theirs.depth < geometry.depth:
+        raise ConfigError(
+            f"encoder.weights={source} is a run whose encoder kept {theirs.depth} stages, but "
+            f"this run sets encoder.depth={geometry.depth}: set encoder.depth={theirs.depth} "
+            "or less (deeper stages were never trained there)."
+        )
+    kept = list(stages.items())[: geometry.depth]
+    for stage_name, stage in kept:
+        prefix = f"{RUN_ENCODER_PREFIX}{stage_name}."
+        given = {
+            key.removeprefix(prefix): value
+            for key, value in state_dict.items()
+            if key.startswith(prefix)
+        }
+        try:
+            stage.load_state_dict(given, strict=True)
+        except RuntimeError as error:
+            raise ConfigError(
+                f"encoder.weights={source}: stage {stage_name} of the run does not fit this "
+                f"encoder ({error_summary(error)}). Set the encoder options of the run that "
+                "wrote it (its .hydra/overrides.yaml)."
+            ) from None
 
 
 def load_backbone_state_dict(
-    net: nn.Module, loaded: Mapping[str, object], source: str, name: str
+    net: nn.Module,
+    loaded: Mapping[str, object],
+    source: str,
+    name: str,
+    translate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Load the backbone part of a state dict into a torchvision model, strictly.
 
     Classifier heads (``fc``, ``classifier``) are ignored, so a classifier trained on any
-    number of classes loads. Every other key must match by name and shape.
+    number of classes loads. Every other key must match by name and shape. ``translate``
+    renames the keys first (:attr:`EncoderSpec.translate_state_dict`).
     """
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{source} does not hold a state dict (got {type(loaded).__name__}).")
     state_dict = {_strip_prefixes(key): value for key, value in loaded.items()}
+    if translate is not None:
+        state_dict = translate(net, state_dict)
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
     given = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES)}
     missing = sorted(set(expected) - set(given))
