@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
 from autoencoder.models.encoders import HEAD_PREFIXES, read_weights_info
 from autoencoder.probe import linear_probe
+from autoencoder.run_folder import RunFolder
 from autoencoder.runs import data_config, load_run, prepare_datamodule, sequential_loader
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "worst_captions": "worst.txt",
         },
     }
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    RunFolder(output_dir).write_metrics(summary)
     _write_csv(output_dir / "metrics.csv", summary)
     numbers = {k: v for k, v in summary.items() if isinstance(v, float)}
     log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))

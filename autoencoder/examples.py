@@ -6,7 +6,6 @@ run_dir, metrics, ckpt = open_run()  # $AUTOENCODER_RUN_DIR, or a tiny synthetic
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf, open_dict
 
 from autoencoder.config import compose_config
+from autoencoder.run_folder import RunFolder
 from autoencoder.train import train
 
 
@@ -53,8 +53,9 @@ def train_tiny_run(folder: Path) -> Path:
     with open_dict(cfg):
         cfg.paths.output_dir = str(folder)
     train(cfg)
-    (folder / ".hydra").mkdir()
-    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    run = RunFolder(folder)
+    run.config_file.parent.mkdir(parents=True)
+    OmegaConf.save(cfg, run.config_file)
     return folder
 
 
@@ -68,7 +69,9 @@ def open_run(run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any], P
     if run_dir is None:
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
         run_dir = train_tiny_run(Path(tempfile.mkdtemp()) / "run")
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    ckpt = Path(metrics["best_ckpt"] or run_dir / "checkpoints" / "last.ckpt")
-    return run_dir, metrics, ckpt
+    run = RunFolder(run_dir)
+    metrics = run.metrics()
+    if metrics is None:
+        raise FileNotFoundError(f"{run.metrics_file}: the run has not finished (no metrics.json)")
+    ckpt = Path(metrics.best_ckpt or run.last_checkpoint)
+    return run.path, metrics.to_json(), ckpt

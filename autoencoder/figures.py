@@ -30,6 +30,7 @@ from omegaconf import open_dict
 import autoencoder
 from autoencoder.config import compose_config, instantiate
 from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.run_folder import RunFolder
 from autoencoder.runs import build_model
 
 ROOT = Path(autoencoder.__file__).resolve().parents[1]
@@ -211,7 +212,7 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
 
 def read_csv_log(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The columns and rows of a run's ``csv/metrics.csv`` (``logger=csv``)."""
-    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+    with RunFolder(run_dir).csv_log.open(newline="") as file:
         reader = csv.DictReader(file)
         return list(reader.fieldnames or []), list(reader)
 

@@ -17,16 +17,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
-from autoencoder.loggers import finish_loggers
+from autoencoder.jobs import fit_and_test, write_record
 from autoencoder.models.classifier import Classifier, labels_hint
 from autoencoder.models.encoders import weights_info_path
+from autoencoder.models.shape import EncoderGeometry
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +60,10 @@ def _num_classes(datamodule: pl.LightningDataModule) -> int:
     )
 
 
-def _best_val_acc(trainer: pl.Trainer, checkpoint: ModelCheckpoint | None) -> float | None:
-    """The best ``val/acc`` when the checkpoint tracks it, else the last one logged."""
-    if (
-        checkpoint is not None
-        and checkpoint.monitor == VAL_METRIC
-        and checkpoint.best_model_score is not None
-    ):
-        return float(checkpoint.best_model_score)
-    value = trainer.callback_metrics.get(VAL_METRIC)
-    return float(value) if value is not None else None
-
-
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train a classifier, test its best checkpoint and save its weights for the encoder.
 
-    Returns the summary that is also written to ``metrics.json``.
+    Returns the record that is also written to ``metrics.json``.
     """
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -85,57 +74,43 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     classifier: Classifier = instantiate(cfg.classifier, num_classes=num_classes)
     callbacks: list[Callback] = instantiate_all(cfg.callbacks)
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    failed = True
-    try:
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-        best_ckpt = (checkpoint.best_model_path or None) if checkpoint else None
-        val_acc = _best_val_acc(trainer, checkpoint)
-        # Testing a checkpoint loads its weights into ``classifier``: the weights saved
-        # below are the best ones, not the last epoch's.
-        results = trainer.test(classifier, datamodule=datamodule, ckpt_path=best_ckpt)
-        test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
-        failed = False
-    finally:
-        finish_loggers(loggers, failed)
-
+    # Testing the best checkpoint loads its weights into ``classifier``: the weights saved
+    # below are the best ones, not the last epoch's.
+    outcome = fit_and_test(cfg, classifier, datamodule, callbacks, loggers)
+    val_acc = outcome.best_score
+    if val_acc is None:
+        value = outcome.trainer.callback_metrics.get(VAL_METRIC)
+        val_acc = float(value) if value is not None else None
     weights_path = Path(cfg.output_weights).expanduser().resolve()
-    summary = {
-        "name": classifier.name,
-        "num_classes": num_classes,
-        "test/acc": test_metrics.get("test/acc"),
-        "test/loss": test_metrics.get("test/loss"),
-        VAL_METRIC: val_acc,
-        "best_ckpt": best_ckpt,
-        "weights_path": str(weights_path),
-    }
-    if trainer.is_global_zero:
+    record = outcome.record(
+        name=classifier.name,
+        num_classes=num_classes,
+        weights_path=str(weights_path),
+        monitored={VAL_METRIC: val_acc},
+    )
+    if outcome.trainer.is_global_zero:
         save_encoder_weights(classifier, weights_path)
         weights_info_path(weights_path).write_text(
             json.dumps(
                 {
-                    "name": classifier.name,
+                    **EncoderGeometry(
+                        classifier.name,
+                        stem_pool=classifier.stem_pool,
+                        input_scale=classifier.input_scale,
+                    ).to_json(),
                     "num_classes": num_classes,
                     "classes": getattr(datamodule, "class_names", None),
-                    "stem_pool": classifier.stem_pool,
-                    "input_scale": classifier.input_scale,
-                    "test/acc": summary["test/acc"],
+                    "test/acc": record.test.get("test/acc"),
                 },
                 indent=2,
             )
             + "\n"
         )
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("metrics written to %s", output_dir / "metrics.json")
         log.info(
             "encoder weights saved to %s; use encoder.weights=%s (with encoder=%s)",
             weights_path,
             weights_path,
             classifier.name,
         )
-    return summary
+    write_record(outcome.trainer, output_dir, record)
+    return record.to_json()

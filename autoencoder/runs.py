@@ -25,8 +25,9 @@ from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.run_folder import RunFolder
 
-RUN_CONFIG = Path(".hydra") / "config.yaml"
+RUN_CONFIG = RunFolder.CONFIG
 _MODEL_SECTIONS = ("encoder", "decoder", "model", "optimizer", "data")
 
 
@@ -50,7 +51,7 @@ def load_run_config(ckpt_path: Path, model_config: str | None = None) -> DictCon
     path = (
         Path(model_config).expanduser()
         if model_config
-        else ckpt_path.absolute().parent.parent / RUN_CONFIG
+        else RunFolder.of_checkpoint(ckpt_path).config_file
     )
     if not path.is_file():
         raise ConfigError(

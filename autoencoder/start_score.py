@@ -105,8 +105,8 @@ class StartScore(Callback):
 
     def returned_start(self, best_ckpt: str | None) -> bool:
         """Whether the best checkpoint is still the start (no epoch beat it)."""
-        return self.path is not None and best_ckpt is not None and Path(best_ckpt) == Path(
-            self.path
+        return (
+            self.path is not None and best_ckpt is not None and Path(best_ckpt) == Path(self.path)
         )
 
     def state_dict(self) -> dict[str, Any]:

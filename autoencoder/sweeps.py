@@ -23,13 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from autoencoder.atomic import atomic_save
 from autoencoder.compat import failed_job_exception
 from autoencoder.errors import user_message
+from autoencoder.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "job_status.json"
-METRICS_FILE = "metrics.json"
-# metrics.json entries that are paths, not results
-_NOT_METRICS = ("best_ckpt",)
+# metrics.json entries that are not results, or not one value: paths, the start's scores
+NOT_RESULTS = ("best_ckpt", "start", "schema_version")
 
 
 class SweepSummary(Callback):
@@ -51,7 +50,8 @@ class SweepSummary(Callback):
         }
         if job_return.status == JobStatus.FAILED:
             record["error"] = one_line(failed_job_exception(job_return))
-        _write_text(Path(hydra.runtime.output_dir) / STATUS_FILE, json.dumps(record, indent=2))
+        folder = RunFolder(hydra.runtime.output_dir)
+        _write_text(folder.status_file, json.dumps(record, indent=2))
         write_summary(Path(hydra.sweep.dir), self.filename)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -64,12 +64,11 @@ def job_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """One flat record per job folder of a sweep: job, status, overrides, metrics, output_dir."""
     records = []
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        status_file = job_dir / STATUS_FILE
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        if status_file.is_file():
-            status = json.loads(status_file.read_text())
-        elif overrides_file.is_file():  # started, never finished (killed, or still running)
-            overrides = OmegaConf.to_container(OmegaConf.load(overrides_file))
+        folder = RunFolder(job_dir)
+        if folder.status_file.is_file():
+            status = json.loads(folder.status_file.read_text())
+        elif folder.overrides_file.is_file():  # started, never finished (killed, or running)
+            overrides = OmegaConf.to_container(OmegaConf.load(folder.overrides_file))
             status = {"job": job_dir.name, "status": "INCOMPLETE", "overrides": overrides}
         else:
             continue
@@ -80,10 +79,10 @@ def job_records(sweep_dir: Path) -> list[dict[str, Any]]:
         for override in status.get("overrides", []):
             key, _, value = override.partition("=")
             record[key.lstrip("+~")] = value
-        metrics_file = job_dir / METRICS_FILE
-        if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
-            record.update({k: v for k, v in metrics.items() if k not in _NOT_METRICS})
+        metrics = folder.metrics()
+        if metrics is not None:
+            flat = metrics.to_json()
+            record.update({k: v for k, v in flat.items() if k not in NOT_RESULTS})
         record["error"] = status.get("error")
         record["output_dir"] = str(job_dir)
         records.append(record)

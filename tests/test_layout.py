@@ -21,6 +21,7 @@ FLOORS = {
     "grids": 0,
     "probe": 0,
     "loggers": 0,
+    "run_folder": 0,
     # 1: building blocks
     "models": 1,
     "data": 1,
@@ -33,6 +34,7 @@ FLOORS = {
     "cli": 2,
     "sweeps": 2,
     "distributed": 2,
+    "jobs": 2,
     # 3: jobs
     "train": 3,
     "evaluate": 3,
