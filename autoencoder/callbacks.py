@@ -15,6 +15,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
+from autoencoder.compat import copy_all_, lerp_all_
 from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 
@@ -48,10 +49,10 @@ def warmup_ema_multi_avg_fn(
         averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
     ) -> None:
         if not averaged[0].is_floating_point():
-            torch._foreach_copy_(averaged, current)
+            copy_all_(averaged, current)
             return
         weight = 1.0 - ema_decay(decay, num_averaged, warmup_power)
-        torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
+        lerp_all_(averaged, current, weight.to(averaged[0].dtype))
 
     return update
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import Node
@@ -32,6 +33,21 @@ def reapply_lr_lambdas(scheduler: LambdaLR) -> None:
     for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
         group["lr"] = base * fn(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in groups]
+
+
+def lerp_all_(
+    tensors: list[torch.Tensor], targets: list[torch.Tensor], weight: float | torch.Tensor
+) -> None:
+    """In place, ``tensor += weight * (target - tensor)`` for every pair, in one kernel per
+    device and dtype: torch's foreach lerp, which torch's own EMA averaging uses and which
+    has no public name. ``weight`` may be a 0-dim tensor on the tensors' device (no host
+    sync)."""
+    torch._foreach_lerp_(tensors, targets, weight)
+
+
+def copy_all_(tensors: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """In place, ``tensor.copy_(source)`` for every pair (torch's foreach copy)."""
+    torch._foreach_copy_(tensors, sources)
 
 
 def failed_job_exception(job_return: JobReturn) -> BaseException:

@@ -17,17 +17,21 @@ encoder parameter is registered with the reducer, so unfreezing later needs no r
 
 from __future__ import annotations
 
+import inspect
 import math
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
 import pytorch_lightning as pl
+import torch
+from omegaconf import ListConfig
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.optim.lr_scheduler import LambdaLR
 
-from autoencoder.compat import ddp_finds_unused_parameters, reapply_lr_lambdas
+from autoencoder.compat import ddp_finds_unused_parameters, lerp_all_, reapply_lr_lambdas
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
@@ -41,6 +45,7 @@ from autoencoder.param_groups import (
 Mode = Literal["min", "max"]
 ScheduleShape = Literal["constant", "stlr"]
 GradualTrigger = Literal["plateau", "epoch"]
+AnchorScope = Literal["all", "encoder"]
 
 
 # ------------------------------------------------------------------------------ contract
@@ -231,6 +236,29 @@ class Unfreezing:
         check_choice("finetune.gradual_every", self.gradual_every, GradualTrigger)
 
 
+@dataclass(frozen=True)
+class Anchoring:
+    """A pull of the weights toward the values they started from (L2-SP, Li et al. 2018),
+    decoupled from the gradient as AdamW decouples weight decay: after every optimiser step
+    each weight moves ``lr * l2_sp`` of the way back to its start, ``lr`` its group's rate
+    at that step (0 for a frozen stage, which stays where it is anyway).
+
+    Attributes:
+        l2_sp: the strength (0: off). The start is the weights when fitting begins: the
+            pretrained encoder, and with ``init_from`` the pretrained decoder too.
+        l2_sp_scope: ``all`` parameter groups, or the ``encoder`` stages only (for a fresh
+            decoder, whose start is its random initialisation).
+    """
+
+    l2_sp: float = 0.0
+    l2_sp_scope: AnchorScope = "all"
+
+    def __post_init__(self) -> None:
+        if not self.l2_sp >= 0:
+            raise ConfigError(f"finetune.l2_sp must be >= 0, got {self.l2_sp}.")
+        check_choice("finetune.l2_sp_scope", self.l2_sp_scope, AnchorScope)
+
+
 # --------------------------------------------------------------------- plateaus and rates
 def plateau_update(
     current: float, best: float, wait: int, mode: str, min_delta: float, relative: bool
@@ -313,7 +341,9 @@ class TwoPhaseFinetuning(pl.Callback):
     """Freeze the encoder, train the decoder until a plateau, then unfreeze with
     discriminative rates. The other strategies are settings of the same callback:
 
-    * ``full``: ``max_frozen_epochs=0`` (phase 2 from step 0, one rate, no warm-up);
+    * ``full``: ``min_frozen_epochs = max_frozen_epochs = 0`` (phase 2 from step 0),
+      ``factor=1`` (one rate), no warm-up, BatchNorm on batch statistics
+      (``conf/finetune/full.yaml``);
     * ``frozen``: ``patience=None`` and ``max_frozen_epochs=None`` (phase 1 forever);
     * ``epoch``: ``min_frozen_epochs = max_frozen_epochs = N`` with ``patience=None``.
 
@@ -329,74 +359,43 @@ class TwoPhaseFinetuning(pl.Callback):
         ramp: EncoderRamp | None = None,
         batchnorm: BatchNormPolicy | None = None,
         unfreezing: Unfreezing | None = None,
+        anchoring: Anchoring | None = None,
     ) -> None:
         super().__init__()
         self.plateau = plateau or PlateauRule()
         self.batchnorm = batchnorm or BatchNormPolicy()
         self.unfreezing = unfreezing or Unfreezing()
+        self.anchoring = anchoring or Anchoring()
         self.rates = StagedRates(spread or RateSpread(), ramp or EncoderRamp())
         # With rates.unfreeze_steps, the state that a checkpoint saves and restores:
         self.best = self.plateau.initial_best
         self.wait = 0
         self.transition_epoch: int | None = None
         self.last_unfreeze_epoch = 0.0
+        self.anchors: dict[str, list[torch.Tensor]] = {}  # group -> its starting weights
+        # an unfreezing at the end of a validation: the loop then restores the modules'
+        # modes from before it, so the new BatchNorm modes are set again at the next step
+        self._modes_pending = False
 
     @classmethod
-    def from_flat(
-        cls,
-        encoder_lr: float | None = None,
-        factor: float = 2.6,
-        lr_range: Sequence[float] | None = None,
-        rates: Sequence[float] | None = None,
-        monitor: str = "val/loss",
-        mode: Mode = "min",
-        patience: int | None = 1,
-        min_delta: float = 0.0,
-        relative_delta: bool = False,
-        min_frozen_epochs: float = 1.0,
-        max_frozen_epochs: float | None = 1.0,
-        warmup_steps: int | None = None,
-        warmup_epochs: float = 1.0,
-        min_warmup_steps: int = 0,
-        frozen_bn: BatchNormMode = "eval",
-        unfrozen_bn: BatchNormMode = "eval",
-        gradual: bool = False,
-        gradual_every: GradualTrigger = "plateau",
-        encoder_schedule: ScheduleShape = "constant",
-        stlr_cut_frac: float = 0.1,
-        stlr_ratio: float = 32.0,
-    ) -> TwoPhaseFinetuning:
-        """The callback from the flat keys users write (``finetune.patience=2``), each
-        documented on its group: :class:`~autoencoder.param_groups.RateSpread`,
-        :class:`PlateauRule`, :class:`EncoderRamp`, :class:`BatchNormPolicy`,
-        :class:`Unfreezing`."""
-        return cls(
-            plateau=PlateauRule(
-                monitor=monitor,
-                mode=mode,
-                patience=patience,
-                min_delta=min_delta,
-                relative_delta=relative_delta,
-                min_frozen_epochs=min_frozen_epochs,
-                max_frozen_epochs=max_frozen_epochs,
-            ),
-            spread=RateSpread(
-                encoder_lr=encoder_lr,
-                factor=factor,
-                lr_range=tuple(lr_range) if lr_range is not None else None,
-                rates=tuple(rates) if rates is not None else None,
-            ),
-            ramp=EncoderRamp(
-                encoder_schedule=encoder_schedule,
-                warmup_steps=warmup_steps,
-                warmup_epochs=warmup_epochs,
-                min_warmup_steps=min_warmup_steps,
-                stlr_cut_frac=stlr_cut_frac,
-                stlr_ratio=stlr_ratio,
-            ),
-            batchnorm=BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn),
-            unfreezing=Unfreezing(gradual=gradual, gradual_every=gradual_every),
-        )
+    def from_flat(cls, **flat: Any) -> TwoPhaseFinetuning:
+        """The callback from the flat keys users write (``finetune.patience=2``): each is a
+        field of one option group (:data:`OPTION_GROUPS`), documented there, and its default
+        is that field's. The signature is derived from those fields."""
+        groups = {}
+        for argument, group in OPTION_GROUPS.items():
+            values = {
+                entry.name: _plain(flat.pop(entry.name))
+                for entry in fields(group)
+                if entry.name in flat
+            }
+            groups[argument] = group(**values)
+        if flat:
+            raise ConfigError(
+                f"unknown fine-tuning options: {', '.join(sorted(flat))} (valid: "
+                f"{', '.join(p.name for p in _flat_parameters())})."
+            )
+        return cls(**groups)
 
     @property
     def phase(self) -> int:
@@ -432,15 +431,38 @@ class TwoPhaseFinetuning(pl.Callback):
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _check_schedulers(trainer)
         self.rates.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
         if self.phase == 1 and self.plateau.max_frozen_epochs == 0:
             self._unfreeze(trainer, pl_module, at_start=True)
         self._apply(trainer, pl_module)
+        if self.anchoring.l2_sp > 0 and not self.anchors:  # a resumed run restored them
+            self.anchors = {
+                group["name"]: [param.detach().clone() for param in group["params"]]
+                for group in trainer.optimizers[0].param_groups
+                if self.anchoring.l2_sp_scope == "all" or group["name"] != DECODER_GROUP
+            }
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._modes_pending:
+            self._set_trainable(pl_module)
+            self._modes_pending = False
         pl_module.log("finetune/phase", float(self.phase), on_step=True, on_epoch=False)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        """L2-SP: every anchored group moves ``lr * l2_sp`` of the way back to its start."""
+        if not self.anchors:
+            return
+        for group in trainer.optimizers[0].param_groups:
+            anchors = self.anchors.get(group["name"])
+            pull = min(1.0, group["lr"] * self.anchoring.l2_sp)
+            if anchors and pull > 0:
+                with torch.no_grad():
+                    lerp_all_(group["params"], anchors, pull)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -514,6 +536,7 @@ class TwoPhaseFinetuning(pl.Callback):
         if at_start:
             return
         self._apply(trainer, pl_module)
+        self._modes_pending = True
         summary = ", ".join(
             f"{name}={rate:.2e}"
             for name, rate in self._peak_rates(trainer).items()
@@ -551,13 +574,16 @@ class TwoPhaseFinetuning(pl.Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Freeze and unfreeze the stages as the rates say, and make every group's rate
         follow them from the next optimiser step."""
+        self._set_trainable(pl_module)
+        for config in trainer.lr_scheduler_configs:
+            reapply_lr_lambdas(config.scheduler)
+
+    def _set_trainable(self, pl_module: pl.LightningModule) -> None:
         pl_module.encoder.set_trainable(
             len(self.rates.unfreeze_steps),
             frozen_bn=self.batchnorm.frozen_bn,
             unfrozen_bn=self.batchnorm.unfrozen_bn,
         )
-        for config in trainer.lr_scheduler_configs:
-            reapply_lr_lambdas(config.scheduler)
 
     @staticmethod
     def _peak_rates(trainer: pl.Trainer) -> dict[str, float]:
@@ -575,6 +601,7 @@ class TwoPhaseFinetuning(pl.Callback):
             "transition_epoch": self.transition_epoch,
             "resolved_warmup_steps": self.rates.resolved_warmup_steps,
             "last_unfreeze_epoch": self.last_unfreeze_epoch,
+            "anchors": self.anchors,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -585,3 +612,75 @@ class TwoPhaseFinetuning(pl.Callback):
         self.wait = state_dict["wait"]
         self.transition_epoch = state_dict["transition_epoch"]
         self.last_unfreeze_epoch = state_dict["last_unfreeze_epoch"]
+        self.anchors = dict(state_dict.get("anchors") or {})
+
+
+def _check_schedulers(trainer: pl.Trainer) -> None:
+    """The callback changes rates through the model's ``LambdaLR`` (one lambda per group);
+    another scheduler would ignore it."""
+    configs = trainer.lr_scheduler_configs
+    problems = [
+        type(config.scheduler).__name__
+        for config in configs
+        if not isinstance(config.scheduler, LambdaLR)
+        or len(config.scheduler.lr_lambdas) != len(config.scheduler.optimizer.param_groups)
+    ]
+    if not configs or problems:
+        found = ", ".join(problems) or "none"
+        raise ConfigError(
+            "TwoPhaseFinetuning sets each parameter group's rate through the model's LambdaLR "
+            f"scheduler (one lambda per group, stepped every optimiser step); found: {found}. "
+            "Return that scheduler from configure_optimizers (as Autoencoder does), or train "
+            "without the finetune callback."
+        )
+
+
+# The option groups of TwoPhaseFinetuning, by its argument names; every flat key of
+# conf/finetune is a field of exactly one of them.
+OPTION_GROUPS: dict[str, type] = {
+    "spread": RateSpread,
+    "plateau": PlateauRule,
+    "ramp": EncoderRamp,
+    "batchnorm": BatchNormPolicy,
+    "unfreezing": Unfreezing,
+    "anchoring": Anchoring,
+}
+
+
+def _plain(value: Any) -> Any:
+    """A config list as the tuple the option fields hold."""
+    return tuple(value) if isinstance(value, (list, tuple, ListConfig)) else value
+
+
+def _flat_parameters() -> list[inspect.Parameter]:
+    """``from_flat``'s keyword parameters: every option group's fields, with their defaults
+    and types."""
+    parameters = []
+    for group in OPTION_GROUPS.values():
+        hints = typing.get_type_hints(group)
+        for entry in fields(group):
+            parameters.append(
+                inspect.Parameter(
+                    entry.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=entry.default,
+                    annotation=hints[entry.name],
+                )
+            )
+    return parameters
+
+
+def _derive_from_flat_signature() -> None:
+    function = TwoPhaseFinetuning.from_flat.__func__
+    parameters = _flat_parameters()
+    cls_parameter = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    function.__signature__ = inspect.Signature(
+        [cls_parameter, *parameters], return_annotation=TwoPhaseFinetuning
+    )
+    function.__annotations__ = {
+        **{parameter.name: parameter.annotation for parameter in parameters},
+        "return": TwoPhaseFinetuning,
+    }
+
+
+_derive_from_flat_signature()

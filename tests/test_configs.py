@@ -379,7 +379,7 @@ def test_hydra_rejects_unknown_groups_options_and_keys(override, message) -> Non
         (
             ["finetune.lr_range=[1,x]", "callbacks.lr_monitor.logging_interval=hour"],
             [
-                "finetune.lr_range=[1, 'x']: expected Sequence[float] | None, got list",
+                "finetune.lr_range=[1, 'x']: expected tuple[float, float] | None, got list",
                 "callbacks.lr_monitor.logging_interval='hour': expected one of 'step', 'epoch'",
             ],
         ),

@@ -15,6 +15,7 @@ from torch import nn
 from autoencoder.data import SyntheticDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.finetuning import (
+    Anchoring,
     BatchNormPolicy,
     EncoderRamp,
     PlateauRule,
@@ -523,3 +524,91 @@ def test_bn_modes_follow_the_policy_through_a_transition_at_validation(
     modes = [set(s["encoder_bn_training"]) for s in recorder.steps]
     assert all(m == {frozen_bn == "train"} for m in modes[:4])  # phase 1: frozen_bn
     assert all(m == {unfrozen_bn == "train"} for m in modes[4:])  # phase 2: unfrozen_bn
+
+
+# ------------------------------------------------------------------------ L2-SP, contract
+def distance_from_start(model: Autoencoder, start: dict[str, torch.Tensor], prefix: str) -> float:
+    return sum(
+        float((value - start[key]).pow(2).sum())
+        for key, value in model.state_dict().items()
+        if key.startswith(prefix) and value.is_floating_point() and "running" not in key
+    )
+
+
+@pytest.mark.parametrize("scope", ["all", "encoder"])
+def test_l2_sp_pulls_the_weights_toward_their_start(scope: str) -> None:
+    """The same fit with and without the pull: with it, the anchored weights end nearer
+    their start; outside the scope the pull changes nothing of its own."""
+    ends = {}
+    for strength in (0.0, 50.0):
+        pl.seed_everything(0)
+        model = tiny_model()
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        callback = TwoPhaseFinetuning(
+            plateau=PlateauRule(patience=None, min_frozen_epochs=0, max_frozen_epochs=0),
+            ramp=EncoderRamp(warmup_epochs=0),
+            anchoring=Anchoring(l2_sp=strength, l2_sp_scope=scope),
+        )
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            callbacks=[callback],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        datamodule = SyntheticDataModule(num_train=64, num_val=32, num_test=32, batch_size=16)
+        trainer.fit(model, datamodule=datamodule)
+        ends[strength] = {
+            part: distance_from_start(model, start, part) for part in ("encoder.", "decoder.")
+        }
+    assert ends[50.0]["encoder."] < 0.7 * ends[0.0]["encoder."]
+    if scope == "all":
+        assert ends[50.0]["decoder."] < 0.7 * ends[0.0]["decoder."]
+    else:
+        assert ends[50.0]["decoder."] > 0.7 * ends[0.0]["decoder."]
+
+
+def test_l2_sp_is_validated_and_a_flat_key() -> None:
+    assert TwoPhaseFinetuning.from_flat(l2_sp=0.5).anchoring == Anchoring(l2_sp=0.5)
+    with pytest.raises(ConfigError, match=r"finetune\.l2_sp must be >= 0"):
+        Anchoring(l2_sp=-1.0)
+    with pytest.raises(ConfigError, match=r"unknown fine-tuning options: patiense"):
+        TwoPhaseFinetuning.from_flat(patiense=2)
+
+
+def test_from_flat_takes_every_field_of_every_group_with_its_default() -> None:
+    import dataclasses
+    import inspect
+
+    from autoencoder.finetuning import OPTION_GROUPS
+
+    parameters = inspect.signature(TwoPhaseFinetuning.from_flat).parameters
+    expected = {
+        entry.name: entry.default
+        for group in OPTION_GROUPS.values()
+        for entry in dataclasses.fields(group)
+    }
+    assert {name: p.default for name, p in parameters.items()} == expected
+
+
+def test_a_scheduler_other_than_the_models_lambdalr_is_refused() -> None:
+    class StepScheduled(Autoencoder):
+        def configure_optimizers(self):
+            optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1)]
+
+    model = StepScheduled(Encoder("resnet18", weights=None, depth=2), latent_channels=8)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        callbacks=[TwoPhaseFinetuning()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    datamodule = SyntheticDataModule(num_train=32, num_val=16, num_test=16, batch_size=16)
+    with pytest.raises(ConfigError, match=r"through the model's LambdaLR.*found: StepLR"):
+        trainer.fit(model, datamodule=datamodule)

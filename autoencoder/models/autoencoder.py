@@ -210,12 +210,6 @@ class Autoencoder(pl.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             reapply_lr_lambdas(config.scheduler)
 
-    def on_validation_model_train(self) -> None:
-        """Back to training mode after validation with ``train()``, not Lightning's restore
-        of the modes from before validation: the encoder re-applies its BatchNorm policy,
-        which the fine-tuning callback may have changed at the end of this validation."""
-        self.train()
-
     # ------------------------------------------------------------------------- forward
     @property
     def memory_format(self) -> torch.memory_format:
