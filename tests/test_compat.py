@@ -80,3 +80,13 @@ def test_the_appending_csv_writer_keeps_an_existing_log(tmp_path) -> None:
     lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     assert lines[0].split(",") == ["epoch", "step", "val/psnr", "val/ssim"]
     assert lines[1:] == ["0,3,20.0,", ",6,21.0,0.5"]
+
+
+def test_foreach_lerp_and_copy_update_every_tensor_in_place() -> None:
+    tensors = [torch.zeros(3), torch.zeros(2, 2)]
+    targets = [torch.ones(3), torch.full((2, 2), 2.0)]
+    compat.lerp_all_(tensors, targets, torch.tensor(0.25))
+    assert torch.allclose(tensors[0], torch.full((3,), 0.25))
+    assert torch.allclose(tensors[1], torch.full((2, 2), 0.5))
+    compat.copy_all_(tensors, targets)
+    assert all(torch.equal(t, s) for t, s in zip(tensors, targets, strict=True))
