@@ -5,19 +5,47 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
+from autoencoder.config import config_dir
 from autoencoder.errors import AutoencoderError, ConfigError, user_message
 from autoencoder.validation import validate_config
 
 log = logging.getLogger("autoencoder")
+
+
+def hydra_main(
+    job: Callable[[DictConfig], Any], config_name: str, metric: str | None = None
+) -> Callable[[], Any]:
+    """The Hydra entry point of a job, for ``python -m autoencoder.<job>`` and the thin
+    ``scripts/``: the project's configs (:data:`~autoencoder.config.CONFIG_DIR`, found in a
+    checkout or in the installed package), :func:`run_job`, and for sweepers the value of
+    ``metric`` in the job's record (``metric`` names it, or a config key that does, such as
+    ``optimized_metric``).
+
+    ``conf/hydra/default.yaml`` names the job after the config's ``task_name`` (its
+    ``.log`` file, ``hydra.job.name``).
+    """
+
+    def main(cfg: DictConfig) -> Any:
+        summary = run_job(job, cfg)
+        if metric is None:
+            return None
+        value = summary.get(cfg.get(metric, metric)) if isinstance(summary, dict) else None
+        return float(value) if value is not None else math.nan
+
+    return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(
+        main
+    )
 
 
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

@@ -17,11 +17,16 @@ from autoencoder.errors import AutoencoderError
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
+def config_dir() -> Path:
+    """The folder of the project's configs."""
+    return CONFIG_DIR
+
+
 def compose_config(name: str, *overrides: str, return_hydra_config: bool = False) -> DictConfig:
     """One of the project's configs (``train``, ``evaluate``, ``encode``, ``pretrain``) with
     command-line overrides, composed as the script would (for notebooks, benchmarks and
     tests). ``return_hydra_config`` keeps the ``hydra`` section."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
             config_name=name, overrides=list(overrides), return_hydra_config=return_hydra_config
         )

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from autoencoder.checkpointing import read_state_dict
+from autoencoder.cli import hydra_main
 from autoencoder.data import source_of
 from autoencoder.errors import ConfigError
 from autoencoder.models.autoencoder import Autoencoder
@@ -211,3 +212,13 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     (output_dir / "latents.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%d latents of %d floats written to %s", total, latent_floats, output_dir)
     return summary
+
+
+def main() -> None:
+    """``python -m autoencoder.encode [overrides ...]``: the job of ``scripts/encode.py``,
+    with the project's configs, from any folder."""
+    hydra_main(encode, "encode")()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, Subset
 from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.checkpointing import read_state_dict
+from autoencoder.cli import hydra_main
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
@@ -320,3 +321,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))
     log.info("evaluation written to %s", output_dir)
     return summary
+
+
+def main() -> None:
+    """``python -m autoencoder.evaluate [overrides ...]``: the job of ``scripts/evaluate.py``,
+    with the project's configs, from any folder."""
+    hydra_main(evaluate, "evaluate")()
+
+
+if __name__ == "__main__":
+    main()

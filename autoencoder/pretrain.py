@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from autoencoder.cli import hydra_main
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
 from autoencoder.jobs import fit_and_test, write_record
@@ -114,3 +115,13 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         )
     write_record(outcome.trainer, output_dir, record)
     return record.to_json()
+
+
+def main() -> None:
+    """``python -m autoencoder.pretrain [overrides ...]``: the job of
+    ``scripts/pretrain_encoder.py``, with the project's configs, from any folder."""
+    hydra_main(pretrain, "pretrain", metric=VAL_METRIC)()
+
+
+if __name__ == "__main__":
+    main()

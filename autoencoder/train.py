@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from autoencoder.cli import exit_on_renamed_keys, hydra_main
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError, ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
@@ -128,7 +128,12 @@ def _scores(scores: dict[str, float] | None) -> str:
     return ", ".join(f"{key} {value:.4g}" for key, value in (scores or {}).items())
 
 
-def optimized_value(summary: dict[str, Any], metric: str) -> float:
-    """The value a sweeper optimises; NaN when the metric was never logged."""
-    value = summary.get(metric)
-    return float(value) if value is not None else math.nan
+def main() -> None:
+    """``python -m autoencoder.train [overrides ...]``: the job of ``scripts/train.py``,
+    with the project's configs, from any folder."""
+    exit_on_renamed_keys()
+    hydra_main(train, "train", metric="optimized_metric")()
+
+
+if __name__ == "__main__":
+    main()
