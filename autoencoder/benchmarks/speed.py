@@ -17,7 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autoencoder.benchmarks.tables import Table
 from autoencoder.config import compose_config, instantiate
@@ -39,6 +39,24 @@ from autoencoder.train import train
 VARIANTS = ("pipeline", "bare", "bare-frozen", "bare-contiguous", "bare-compile")
 # The training loader alone, both ways (data.on_device=false and true), as rows of the table.
 LOADERS = {"loader (per-image)": False, "loader (on-device)": True}
+# The fixed cost per step: a tiny model (the stem alone, 4 latent channels), where the
+# pipeline's own work is most of a step. Each part is measured by switching it off.
+TINY_MODEL = ("encoder.depth=1", "model.latent_channels=4", "logger=csv")
+OVERHEAD_PARTS: dict[str, tuple[str, ...]] = {
+    "training metrics (MSE, MAE, PSNR, SSIM on 1 batch in 50)": (
+        "model.train_metrics_every_n_steps=null",
+    ),
+    "weight average (EMA)": ("callbacks.ema=null",),
+    "loggers and the rate monitor": ("logger=none", "callbacks.lr_monitor=null"),
+    "progress bar": ("trainer.enable_progress_bar=false",),
+    "the other callbacks (images, timer, checkpoints)": (
+        "callbacks.reconstructions=null",
+        "callbacks.timer=null",
+        "callbacks.model_checkpoint=null",
+        "callbacks.last_checkpoint=null",
+    ),
+    "non-finite loss check": ("model.nonfinite_loss=ignore",),
+}
 
 
 @dataclass(frozen=True)
@@ -334,6 +352,81 @@ def run(
         + "\n"
     )
     return table
+
+
+def overhead(overrides: list[str], output: Path, steps: int = 100, warmup: int = 10) -> Table:
+    """The pipeline's fixed cost per step on a tiny model (:data:`TINY_MODEL`) against the
+    bare loop in the same process, and what each part costs (:data:`OVERHEAD_PARTS`): the
+    pipeline's step time with that part on, minus with it off. What is left with every part
+    off is the loop itself (Lightning's loop, the fine-tuning callback, the scheduler, the
+    loss's logging, the batch drawn from the loader). Writes ``overhead.csv``/``.md``."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = [*overrides, *TINY_MODEL]
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = compose_benchmark_config(base, Path(scratch) / "all")
+        parts = {name: extra for name, extra in OVERHEAD_PARTS.items() if _switchable(cfg, extra)}
+        batches = in_memory_batches(cfg, warmup + steps)
+        bf16 = cfg.trainer.precision.startswith("bf16")
+        bare = statistics.median(bare_loop(copy.deepcopy(cfg), batches, warmup, device, bf16=bf16))
+        # a first fit pays one-time costs (allocator, kernels, imports) that no step should
+        pipeline(compose_benchmark_config(base, Path(scratch) / "first"), warmup, warmup)
+        full = statistics.median(pipeline(cfg, steps, warmup))
+        without = {
+            name: statistics.median(
+                pipeline(
+                    compose_benchmark_config([*base, *extra], Path(scratch) / str(index)),
+                    steps,
+                    warmup,
+                )
+            )
+            for index, (name, extra) in enumerate(parts.items())
+        }
+        everything_off = [o for extra in parts.values() for o in extra]
+        loop = statistics.median(
+            pipeline(
+                compose_benchmark_config([*base, *everything_off], Path(scratch) / "off"),
+                steps,
+                warmup,
+            )
+        )
+    table = Table(
+        title=f"fixed cost per step: tiny model ({' '.join(TINY_MODEL[:2])}), batch "
+        f"{len(batches[0])}, median of {steps} steps after {warmup}, {machine(device)}",
+        columns=("part", "ms/step", "cost (ms/step)"),
+        formats={"ms/step": 2, "cost (ms/step)": 2},
+    )
+    table.add(part="bare loop (forward, loss, backward, AdamW step)", **{"ms/step": 1000 * bare})
+    table.add(
+        part="pipeline (scripts/train.py)",
+        **{"ms/step": 1000 * full, "cost (ms/step)": 1000 * (full - bare)},
+    )
+    for name, seconds in without.items():
+        table.add(
+            part=f"  {name}: off",
+            **{"ms/step": 1000 * seconds, "cost (ms/step)": 1000 * (full - seconds)},
+        )
+    table.add(
+        part="  the loop itself (every part above off)",
+        **{"ms/step": 1000 * loop, "cost (ms/step)": 1000 * (loop - bare)},
+    )
+    table.notes = [
+        "cost: the pipeline's step time minus the same with that part off; the pipeline's "
+        "row: its whole overhead over the bare loop, which trains the same model on the same "
+        "batches, already in memory.",
+        f"overrides: {' '.join(base)}",
+    ]
+    table.write(output, "overhead")
+    return table
+
+
+def _switchable(cfg: DictConfig, overrides: Sequence[str]) -> bool:
+    """Whether every key an override switches off exists in ``cfg`` (a config without a
+    weight average has no ``callbacks.ema`` to switch off)."""
+    keys = [o.split("=", 1)[0] for o in overrides if not o.startswith(("logger=", "trainer."))]
+    return all(OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT for key in keys)
+
+
+_ABSENT = object()
 
 
 def machine(device: torch.device) -> str:

@@ -35,7 +35,7 @@ from autoencoder.param_groups import (
 
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
-NonfiniteAction = Literal["stop", "skip"]
+NonfiniteAction = Literal["stop", "skip", "ignore"]
 # The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
 # first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
 DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
@@ -99,7 +99,9 @@ class Autoencoder(pl.LightningModule):
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
             :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
             fine-tuning phase; ``skip`` skips that batch's update with a warning. The check
-            reads the loss on the host once per step (and, under DDP, agrees across ranks).
+            reads the loss on the host once per step (and, under DDP, agrees across ranks);
+            ``ignore`` does not check (no host sync per step: a NaN loss then spoils the
+            weights silently).
     """
 
     def __init__(
@@ -229,7 +231,7 @@ class Autoencoder(pl.LightningModule):
         reconstruction = self(images.contiguous(memory_format=self.memory_format))
         loss = self.loss(reconstruction.float(), images)
         training = stage == "train"
-        if training and not self._loss_is_finite(loss):
+        if training and self.nonfinite_loss != "ignore" and not self._loss_is_finite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the backward pass and the update
         log_loss(self, stage, loss, batch_size=images.shape[0])
