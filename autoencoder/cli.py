@@ -48,6 +48,14 @@ def hydra_main(
     )
 
 
+def job_command(job: str, *overrides: str) -> list[str]:
+    """The command line that runs one of the package's jobs (``train``, ``evaluate``,
+    ``encode``, ``pretrain``) in a fresh interpreter, as a user would: ``python -m
+    autoencoder.<job> overrides...``, which works from any folder and from an installed
+    package (no path to ``scripts/``)."""
+    return [sys.executable, "-m", f"autoencoder.{job}", *overrides]
+
+
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Import the modules named by ``imports``, validate the config, then run the job. A user
     error prints its message (no traceback) and exits with status 1.

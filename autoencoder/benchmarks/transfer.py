@@ -1,179 +1,212 @@
-"""The transfer study: where does a pretrained encoder give a higher start, a steeper slope,
-a higher asymptote and a latent worth extracting, and with which fine-tuning strategy?
+"""The transfer study, third edition: which start, adapted how, gives the best autoencoder of
+a small target set, and do the three benefits of transfer (a higher start, a steeper slope,
+a higher asymptote) show?
 
-A *configuration* is an encoder geometry (cut depth, ``encoder.stem_pool``,
-``encoder.input_scale``, latent channels) with the weights pretrained at that geometry
-(``encoder.weights=PATH`` in its overrides). For each regime (a number of target training
-images) and configuration, every strategy is trained by ``scripts/train.py`` multiruns, as
-a user would, one sweep folder per seed, into
-``<runs>/transfer/<images>/<config>/<pretrained|scratch>/seed<N>/``:
-
-* ``scratch``: the same network from random initialisation (``encoder.weights=null
-  finetune=full``);
-* ``full``: the pretrained encoder, everything trainable at one rate from step 0;
-* ``two_phase``: frozen encoder first, then discriminative rates (the defaults);
-* ``frozen``: the pretrained encoder never trains (feature extraction);
-* ``epoch`` (on request): the encoder unfrozen at a fixed epoch.
-
-Every finished job is then evaluated by ``scripts/evaluate.py`` into ``<job>/evaluation/``:
-test PSNR, the linear probe's accuracy on the latents (``test/probe_acc``) and, with
-``--classifier-weights``, a classifier's accuracy on the reconstructions. The tables and
-figures are read back from the job folders, so ``--from`` summarises finished runs again.
-Sweeps and evaluations already finished are skipped, so more seeds can be added later.
+A *source* autoencoder is trained on a larger source set (a run folder of
+``scripts/train.py``; its best checkpoint, the weights' average where it kept one, is the
+start). Every *strategy* is one way to start and train a target run
+(:data:`STRATEGIES`): from scratch, from a classifier-pretrained encoder (two-phase), from
+the whole source model (``init_from``: frozen encoder, ``full``, the shipped two-phase,
+the adaptation recipe ``experiment=adapt``), or from the source's encoder alone under a
+fresh decoder (``encoder.weights=<source checkpoint>``: two-phase, ``full``, frozen), or no
+training at all (the source as it is). Each regime (a number of target training images),
+budget (epochs), strategy and seed is one ``python -m autoencoder.train`` run in
+``<runs>/transfer3/<images>/<epochs>ep/<strategy>/seed<N>/``, which scores its start before
+the first step (``score_start=true``) and is then evaluated by ``autoencoder.evaluate``
+into its ``evaluation/`` (test PSNR and the latent's linear probe). Finished runs are
+skipped, so more seeds or budgets can be added; ``--from`` only summarises.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import statistics
 import subprocess
-import sys
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
 from autoencoder.benchmarks.tables import Table
-from autoencoder.probe import linear_probe
+from autoencoder.cli import job_command
+from autoencoder.run_folder import RunFolder
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-STRATEGIES = ("scratch", "full", "two_phase", "frozen", "epoch")
-EVALUATION = "evaluation"
+FOLDER = "transfer3"
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """A named encoder geometry and its pretrained weights, as ``scripts/train.py``
-    overrides (``encoder.weights=PATH`` among them)."""
+class Strategy:
+    """A start and a way to train from it, as ``scripts/train.py`` overrides (``{source}``:
+    the source's best checkpoint, ``{classifier}``: the classifier proxy's weights); a
+    strategy without overrides and ``trains=False`` evaluates the source as it is."""
 
     name: str
     overrides: tuple[str, ...]
+    trains: bool = True
 
-    def scratch_overrides(self) -> tuple[str, ...]:
-        kept = tuple(o for o in self.overrides if not o.startswith("encoder.weights="))
-        return (*kept, "encoder.weights=null", "finetune=full")
-
-
-def sweep_commands(
-    images: int,
-    config: StudyConfig,
-    base: Sequence[str],
-    strategies: Sequence[str],
-    seed: int,
-    runs: Path,
-) -> list[tuple[Path, list[str]]]:
-    """The ``scripts/train.py -m`` command lines of one regime, configuration and seed, each
-    with the sweep folder it writes."""
-    common = [*base, f"data.train_subset={images}", f"seed={seed}"]
-    folder = runs / "transfer" / str(images) / config.name
-    commands = []
-    pretrained = [s for s in strategies if s != "scratch"]
-    if pretrained:
-        sweep = folder / "pretrained" / f"seed{seed}"
-        overrides = [*config.overrides, *common, f"finetune={','.join(pretrained)}"]
-        commands.append((sweep, _train_command(overrides, sweep)))
-    if "scratch" in strategies:
-        sweep = folder / "scratch" / f"seed{seed}"
-        commands.append((sweep, _train_command([*config.scratch_overrides(), *common], sweep)))
-    return commands
+    @property
+    def needs_classifier(self) -> bool:
+        return any("{classifier}" in o for o in self.overrides)
 
 
-def _train_command(overrides: Sequence[str], sweep: Path) -> list[str]:
-    return [
-        sys.executable,
-        str(SCRIPTS / "train.py"),
-        "-m",
-        *overrides,
-        f"hydra.sweep.dir={sweep}",
-    ]
+STRATEGIES: dict[str, Strategy] = {
+    strategy.name: strategy
+    for strategy in (
+        Strategy("scratch", ("encoder.weights=null", "finetune=full")),
+        Strategy("classifier_two_phase", ("encoder.weights={classifier}", "finetune=two_phase")),
+        Strategy("source", (), trains=False),
+        Strategy("source_frozen", ("init_from={source}", "finetune=frozen")),
+        Strategy("source_full", ("init_from={source}", "finetune=full")),
+        Strategy("source_two_phase", ("init_from={source}", "finetune=two_phase")),
+        Strategy("source_adapt", ("experiment=adapt", "init_from={source}")),
+        Strategy("encoder_two_phase", ("encoder.weights={source}", "finetune=two_phase")),
+        Strategy("encoder_full", ("encoder.weights={source}", "finetune=full")),
+        Strategy("encoder_frozen", ("encoder.weights={source}", "finetune=frozen")),
+    )
+}
 
 
-def evaluate_command(
-    job: Path, classifier_weights: str | None, probe_train_images: int | None
-) -> list[str]:
-    """``scripts/evaluate.py`` on a job's best checkpoint, into ``<job>/evaluation``."""
-    ckpt = json.loads((job / "metrics.json").read_text())["best_ckpt"]
-    command = [
-        sys.executable,
-        str(SCRIPTS / "evaluate.py"),
-        f"ckpt_path={ckpt}",
-        f"probe_train_images={'null' if probe_train_images is None else probe_train_images}",
-        f"hydra.run.dir={job / EVALUATION}",
-        "num_shown=16",
-        "num_worst=8",
-    ]
-    if classifier_weights:
-        command.append(f"classifier_weights={classifier_weights}")
-    return command
+@dataclass(frozen=True)
+class Study:
+    """Where the study's runs go and what they share.
+
+    Attributes:
+        source: the source run's folder (its ``metrics.json`` names the best checkpoint).
+        base: overrides of every target run (the data, its classes, the precision, ...);
+            the study adds the regime's ``data.train_subset``, the budget and the seed.
+        runs: the folder the study's runs go under.
+        classifier: the classifier proxy's weights, for ``classifier_two_phase``.
+        probe_train_images: the training images the latent probe is fitted on.
+    """
+
+    source: Path
+    base: tuple[str, ...]
+    runs: Path
+    classifier: str | None = None
+    probe_train_images: int | None = 10000
+
+    def source_checkpoint(self) -> str:
+        metrics = RunFolder(self.source).metrics()
+        if metrics is None or not metrics.best_ckpt:
+            raise SystemExit(
+                f"--source {self.source}: not a finished training run (no metrics.json with "
+                "a best_ckpt); train the source autoencoder first (docs/results.md)."
+            )
+        return str(Path(metrics.best_ckpt).resolve())
+
+    def folder(self, images: int, epochs: int, strategy: str, seed: int) -> RunFolder:
+        if not STRATEGIES[strategy].trains:  # one evaluation per regime
+            return RunFolder(self.runs / FOLDER / str(images) / strategy)
+        regime = self.runs / FOLDER / str(images)
+        return RunFolder(regime / f"{epochs}ep" / strategy / f"seed{seed}")
+
+    def _filled(self, overrides: Sequence[str]) -> list[str]:
+        values = {"source": self.source_checkpoint(), "classifier": self.classifier}
+        if any("{classifier}" in o for o in overrides) and not self.classifier:
+            raise SystemExit("classifier_two_phase needs --classifier-weights PT")
+        return [o.format(**values) for o in overrides]
+
+    def train_command(self, images: int, epochs: int, strategy: str, seed: int) -> list[str]:
+        """The target run of one regime, budget, strategy and seed."""
+        return job_command(
+            "train",
+            *self._filled(STRATEGIES[strategy].overrides),
+            *self.base,
+            f"data.train_subset={images}",
+            f"trainer.max_epochs={epochs}",
+            f"seed={seed}",
+            "score_start=true",
+            f"hydra.run.dir={self.folder(images, epochs, strategy, seed).path}",
+        )
+
+    def evaluate_command(self, run: RunFolder, images: int) -> list[str]:
+        """``autoencoder.evaluate`` of a run's best checkpoint, or of the source itself on
+        the target data (the base's ``data.*`` overrides), into ``<run>/evaluation``."""
+        metrics = run.metrics()
+        if metrics is not None:
+            ckpt, data = metrics.best_ckpt, []
+        else:  # the source as it is
+            ckpt = self.source_checkpoint()
+            data = [o for o in self.base if o.startswith("data")]
+            data += [f"data.train_subset={images}"]
+        probe = "null" if self.probe_train_images is None else self.probe_train_images
+        return job_command(
+            "evaluate",
+            f"ckpt_path={ckpt}",
+            *data,
+            f"probe_train_images={probe}",
+            f"hydra.run.dir={run.evaluation.path}",
+            "num_shown=16",
+            "num_worst=8",
+        )
 
 
-def _sweep_finished(sweep: Path) -> bool:
-    jobs = [p for p in sweep.glob("*") if (p / ".hydra").is_dir()]
-    return bool(jobs) and all((job / "metrics.json").is_file() for job in jobs)
+# --------------------------------------------------------------------------- results
+@dataclass
+class Job:
+    """One finished run of the study (or the source's evaluation) as the tables read it."""
+
+    strategy: str
+    seed: int
+    start: float | None  # validation PSNR before the first step
+    val_psnr: list[float]  # after each epoch
+    test_psnr: float
+    best_epoch: int | None
+    fit_seconds: float
+    probe_acc: float | None
+
+
+def read_job(run: RunFolder, strategy: str, seed: int) -> Job | None:
+    """A run as it finished, ``None`` before (the source's: its evaluation)."""
+    evaluation = run.evaluation.metrics()
+    if not STRATEGIES[strategy].trains:
+        if evaluation is None:
+            return None
+        return Job(strategy, 0, None, [], evaluation.test["test/psnr"], 0, 0.0, _probe(evaluation))
+    metrics = run.metrics()
+    if metrics is None:
+        return None
+    return Job(
+        strategy=strategy,
+        seed=seed,
+        start=run.start_score("val/psnr"),
+        val_psnr=run.val_curve("val/psnr"),
+        test_psnr=float(metrics.test["test/psnr"]),
+        best_epoch=metrics.best_epoch,
+        fit_seconds=float(metrics.fit_seconds or math.nan),
+        probe_acc=_probe(evaluation) if evaluation is not None else None,
+    )
+
+
+def _probe(evaluation) -> float | None:
+    value = evaluation.get("test/probe_acc")
+    return float(value) if value is not None else None
 
 
 @dataclass
-class Job:
-    """One finished training job of the study and its evaluation."""
+class Regime:
+    """The finished jobs of one regime and budget, by strategy."""
 
-    config: str
-    strategy: str
-    seed: int
-    val_psnr: list[float]  # after each epoch
-    test_psnr: float
-    transition_epoch: int | None
-    transition_step: int | None
-    fit_seconds: float
-    probe_acc: float | None
-    reconstruction_acc: float | None
+    images: int
+    epochs: int
+    jobs: dict[str, list[Job]] = field(default_factory=dict)
+
+    def runs(self, strategy: str) -> list[Job]:
+        return sorted(self.jobs.get(strategy, []), key=lambda job: job.seed)
 
 
-def read_job(folder: Path, config: str) -> Job | None:
-    metrics_file, log = folder / "metrics.json", folder / "csv" / "metrics.csv"
-    if not metrics_file.is_file() or not log.is_file():
-        return None
-    overrides = dict(
-        item.split("=", 1) for item in OmegaConf.load(folder / ".hydra" / "overrides.yaml")
-    )
-    scratch = overrides.get("encoder.weights") == "null"
-    metrics = json.loads(metrics_file.read_text())
-    with log.open(newline="") as file:
-        per_epoch = {
-            int(row["epoch"]): float(row["val/psnr"])
-            for row in csv.DictReader(file)
-            if row.get("val/psnr")
-        }
-    evaluation_file = folder / EVALUATION / "metrics.json"
-    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
-    return Job(
-        config=config,
-        strategy="scratch" if scratch else overrides.get("finetune", "two_phase"),
-        seed=int(overrides.get("seed", 0)),
-        val_psnr=[per_epoch[epoch] for epoch in sorted(per_epoch)],
-        test_psnr=metrics["test/psnr"],
-        transition_epoch=metrics.get("transition_epoch"),
-        transition_step=metrics.get("transition_step"),
-        fit_seconds=metrics.get("fit_seconds", math.nan),
-        probe_acc=evaluation.get("test/probe_acc"),
-        reconstruction_acc=evaluation.get("test/acc_reconstruction"),
-    )
+def _seeds(strategy: str, seeds: int) -> range:
+    """Seeds 1 .. ``seeds``; the source as it is has one evaluation (seed 0)."""
+    return range(1, seeds + 1) if STRATEGIES[strategy].trains else range(1)
 
 
-def read_regime(folder: Path) -> dict[tuple[str, str], list[Job]]:
-    """Every finished job under ``folder`` (``<runs>/transfer/<images>``), by configuration
-    and strategy."""
-    jobs: dict[tuple[str, str], list[Job]] = defaultdict(list)
-    for metrics in sorted(folder.glob("*/*/seed*/*/metrics.json")):
-        config = metrics.relative_to(folder).parts[0]
-        job = read_job(metrics.parent, config)
-        if job is not None:
-            jobs[job.config, job.strategy].append(job)
-    return dict(jobs)
+def read_regime(study: Study, images: int, epochs: int, seeds: int) -> Regime:
+    regime = Regime(images, epochs)
+    for strategy in STRATEGIES:
+        for seed in _seeds(strategy, seeds):
+            job = read_job(study.folder(images, epochs, strategy, seed), strategy, seed)
+            if job is not None:
+                regime.jobs.setdefault(strategy, []).append(job)
+    return regime
 
 
 def mean_spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
@@ -186,181 +219,133 @@ def mean_spread(values: Sequence[float | None], scale: float = 1.0, digits: int 
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def epochs_to(curve: Sequence[float], threshold: float) -> int | None:
-    """The first epoch (counted from 1) whose validation PSNR reaches ``threshold``."""
+def epochs_to(start: float | None, curve: Sequence[float], threshold: float) -> int | None:
+    """The first epoch whose validation PSNR reaches ``threshold`` (0: the start already
+    does), ``None`` if none within the budget."""
+    if start is not None and start >= threshold:
+        return 0
     return next((epoch for epoch, value in enumerate(curve, 1) if value >= threshold), None)
 
 
-def transition_change(job: Job) -> float | None:
-    """Val PSNR after the first epoch of phase 2 minus the one before the transition
-    (``None`` without a transition inside the run: from scratch, full, frozen)."""
-    epoch = job.transition_epoch
-    if not job.transition_step or epoch is None or epoch + 1 >= len(job.val_psnr):
-        return None
-    return job.val_psnr[epoch + 1] - job.val_psnr[epoch]
-
-
-@dataclass(frozen=True)
-class References:
-    """What a linear method and the raw pixels give on the same split."""
-
-    floats: int
-    pca_psnr: float
-    pca_probe_acc: float
-    pixel_probe_acc: float
-
-
-def regime_table(
-    images: int,
-    jobs: dict[tuple[str, str], list[Job]],
-    configs: Sequence[str],
-    references: References | None,
-    margin: float = 1.0,
-) -> Table:
-    """One row per configuration and strategy: start, slope, test PSNR, probe accuracy,
-    accuracy on reconstructions, transition dip, wall time (mean ± sd over seeds)."""
-    table = Table(
-        title=f"transfer, {images} target training images",
-        columns=(
-            "config",
-            "strategy",
-            "seeds",
-            "start: val PSNR epoch 1",
-            "epochs to scratch - 1 dB",
-            "test PSNR",
-            "probe acc (%)",
-            "acc on reconstructions (%)",
-            "across the transition (dB)",
-            "wall time (s)",
-        ),
-    )
-    for config in configs:
-        scratch = [job.val_psnr[-1] for job in jobs.get((config, "scratch"), [])]
-        threshold = statistics.mean(scratch) - margin if scratch else None
-        for strategy in STRATEGIES:
-            runs = sorted(jobs.get((config, strategy), []), key=lambda job: job.seed)
-            if not runs:
-                continue
-            reached = [epochs_to(job.val_psnr, threshold) for job in runs] if threshold else []
-            table.add(
-                **{
-                    "config": config,
-                    "strategy": strategy,
-                    "seeds": len(runs),
-                    "start: val PSNR epoch 1": mean_spread([job.val_psnr[0] for job in runs]),
-                    "epochs to scratch - 1 dB": ", ".join(
-                        "-" if e is None else str(e) for e in reached
-                    )
-                    or "-",
-                    "test PSNR": mean_spread([job.test_psnr for job in runs]),
-                    "probe acc (%)": mean_spread([job.probe_acc for job in runs], 100, 1),
-                    "acc on reconstructions (%)": mean_spread(
-                        [job.reconstruction_acc for job in runs], 100, 1
-                    ),
-                    "across the transition (dB)": mean_spread(
-                        [transition_change(job) for job in runs]
-                    ),
-                    "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0),
-                }
-            )
+def regime_table(regime: Regime, long: Regime | None = None) -> Table:
+    """One row per strategy: the score before the first step, the start (after epoch 1),
+    the epochs to reach scratch's final validation PSNR, the test PSNR at the budget (and
+    at the longer one), the change over the source as it is, how many seeds returned their
+    start, the probe accuracy and the wall time (mean ± sd over seeds)."""
+    scratch = [job.val_psnr[-1] for job in regime.runs("scratch") if job.val_psnr]
+    threshold = statistics.mean(scratch) if scratch else None
+    source = regime.runs("source")
+    source_psnr = source[0].test_psnr if source else None
+    long_column = f"test PSNR, {long.epochs} epochs" if long is not None else None
+    columns = [
+        "strategy",
+        "seeds",
+        "before step 1: val PSNR",
+        "start: val PSNR epoch 1",
+        "epochs to scratch's final",
+        f"test PSNR, {regime.epochs} epochs",
+        *([long_column] if long_column else []),
+        "test PSNR - source's",
+        "returned the start",
+        "probe acc (%)",
+        "wall time (s)",
+    ]
+    table = Table(title=f"transfer, {regime.images} target training images", columns=columns)
+    for strategy in STRATEGIES:
+        runs = regime.runs(strategy)
+        longer = long.runs(strategy) if long is not None else []
+        if not runs and not longer:
+            continue
+        trains = STRATEGIES[strategy].trains
+        reached = [epochs_to(job.start, job.val_psnr, threshold) for job in runs]
+        row = {
+            "strategy": strategy,
+            "seeds": len(runs) if trains else "-",
+            "before step 1: val PSNR": mean_spread([job.start for job in runs]),
+            "start: val PSNR epoch 1": mean_spread(
+                [job.val_psnr[0] for job in runs if job.val_psnr]
+            ),
+            "epochs to scratch's final": (
+                ", ".join("-" if e is None else str(e) for e in reached)
+                if trains and threshold is not None
+                else "-"
+            ),
+            f"test PSNR, {regime.epochs} epochs": mean_spread([job.test_psnr for job in runs]),
+            "test PSNR - source's": mean_spread(
+                [job.test_psnr - source_psnr for job in runs] if source_psnr else []
+            ),
+            "returned the start": (
+                f"{sum(job.best_epoch == 0 for job in runs)} of {len(runs)}" if trains else "-"
+            ),
+            "probe acc (%)": mean_spread([job.probe_acc for job in runs], 100, 1),
+            "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0)
+            if trains
+            else "-",
+        }
+        if long_column:
+            row[long_column] = mean_spread([job.test_psnr for job in longer])
+        table.add(**row)
     table.notes.append(
-        f"epochs to scratch - 1 dB: the epoch at which each seed's validation PSNR first "
-        f"reaches {margin:g} dB below the mean final validation PSNR of the same configuration "
-        "trained from scratch ('-': never within the budget). across the transition: val PSNR "
-        "after the first epoch of phase 2 minus the epoch before it (negative: a dip)."
+        "before step 1: the model each run starts from, scored on the validation images "
+        "(do no harm). epochs to scratch's final: the first epoch whose validation PSNR "
+        "reaches the mean final validation PSNR of the scratch runs at this budget (0: the "
+        "start already does; '-': never within the budget). returned the start: seeds whose "
+        "best checkpoint is the start (no epoch beat it)."
     )
-    if references is not None:
-        table.notes.append(
-            f"References on the same split: PCA with {references.floats} components, test "
-            f"PSNR {references.pca_psnr:.2f} dB and probe accuracy "
-            f"{100 * references.pca_probe_acc:.1f}%; a probe on the raw pixels "
-            f"{100 * references.pixel_probe_acc:.1f}%."
-        )
     return table
 
 
-def reference_marks(
-    overrides: Sequence[str], images: int, floats: int, probe_train_images: int | None
-) -> References:
-    """PCA with ``floats`` components fitted on the regime's training images (its test PSNR,
-    and a probe on its coefficients), and a probe on the raw pixels; both probes fitted on
-    the training images the autoencoders' probes use (see ``scripts/evaluate.py``)."""
-    from autoencoder.benchmarks.quality import labelled_splits, pca_baseline, split_images
-
-    train, test, train_labels, test_labels = labelled_splits(overrides)
-    fitted_on, _ = split_images([*overrides, f"data.train_subset={images}"])
-    pca = pca_baseline(fitted_on, test, [floats], keep_basis=True)[floats]
-    if probe_train_images is not None and probe_train_images < len(train):
-        generator = torch.Generator().manual_seed(0)  # data.split_seed, as evaluate draws
-        keep = sorted(torch.randperm(len(train), generator=generator)[:probe_train_images].tolist())
-        train, train_labels = train[keep], train_labels[keep]
-
-    def project(images_: torch.Tensor) -> torch.Tensor:
-        return (images_.flatten(1).double() - pca["mean"]) @ pca["basis"]
-
-    pca_probe = linear_probe(project(train), train_labels, project(test), test_labels)
-    pixel_probe = linear_probe(train, train_labels, test, test_labels)
-    return References(floats, pca["psnr"], pca_probe.accuracy, pixel_probe.accuracy)
-
-
+# --------------------------------------------------------------------------- running
 def run(
+    study: Study,
     regimes: Sequence[int],
-    configs: Sequence[StudyConfig],
-    base: Sequence[str],
+    epochs: int,
+    seeds: dict[int, int],
     strategies: Sequence[str],
-    seeds: int,
-    classifier_weights: str | None,
-    probe_train_images: int | None,
-    runs: Path,
+    long_epochs: int | None,
+    long_regimes: Sequence[int],
+    long_strategies: Sequence[str],
     output: Path,
     train: bool = True,
 ) -> list[Table]:
-    """Train and evaluate (unless ``train`` is false) every missing job of the study, then
-    write ``transfer_<images>.csv``/``.md`` per regime, ``transfer_front.png`` (test PSNR
-    against probe accuracy) and ``transfer_curves.png`` into ``output``."""
+    """Train and evaluate (unless ``train`` is false) every missing run, then write
+    ``transfer3_<images>.csv``/``.md`` per regime and ``transfer3_curves.png``."""
+    plans = [(images, epochs, strategies) for images in regimes]
+    if long_epochs:
+        plans += [(images, long_epochs, long_strategies) for images in long_regimes]
     if train:
-        for images in regimes:
-            for config in configs:
-                for seed in range(1, seeds + 1):
-                    for sweep, command in sweep_commands(
-                        images, config, base, strategies, seed, runs
-                    ):
-                        if not _sweep_finished(sweep):
-                            print("$", " ".join(command[1:]), flush=True)
-                            subprocess.run(command, check=True)
-                        for job in sorted(p.parent for p in sweep.glob("*/metrics.json")):
-                            if not (job / EVALUATION / "metrics.json").is_file():
-                                command = evaluate_command(
-                                    job, classifier_weights, probe_train_images
-                                )
-                                print("$", " ".join(command[1:]), flush=True)
-                                subprocess.run(command, check=True)
-    names = [config.name for config in configs]
-    tables, regime_jobs = [], {}
+        for images, budget, names in plans:
+            for strategy in names:
+                for seed in _seeds(strategy, seeds.get(images, 1)):
+                    _train_and_evaluate(study, images, budget, strategy, seed)
+    tables, read = [], {}
     for images in regimes:
-        jobs = read_regime(runs / "transfer" / str(images))
-        if not jobs:
-            raise SystemExit(f"no finished jobs under {runs / 'transfer' / str(images)}")
-        any_job = next(iter(jobs.values()))[0]
-        floats = _latent_floats(runs / "transfer" / str(images), any_job)
-        references = reference_marks(
-            [*configs[0].scratch_overrides(), *base], images, floats, probe_train_images
+        regime = read_regime(study, images, epochs, seeds.get(images, 1))
+        long = (
+            read_regime(study, images, long_epochs, seeds.get(images, 1))
+            if long_epochs and images in long_regimes
+            else None
         )
-        present = [name for name in names if any(key[0] == name for key in jobs)]
-        table = regime_table(images, jobs, present, references)
-        table.write(output, f"transfer_{images}")
+        if not regime.jobs:
+            raise SystemExit(f"no finished runs under {study.runs / FOLDER / str(images)}")
+        table = regime_table(regime, long)
+        table.write(output, f"{FOLDER}_{images}")
         tables.append(table)
-        regime_jobs[images] = (jobs, references)
-    from autoencoder.benchmarks.plots import transfer_curves, transfer_front
+        read[images] = regime
+    from autoencoder.benchmarks.plots import transfer_start_curves
 
-    transfer_front(regime_jobs, output / "transfer_front.png")
-    transfer_curves(
-        {images: jobs for images, (jobs, _) in regime_jobs.items()},
-        output / "transfer_curves.png",
-    )
+    transfer_start_curves(read, output / f"{FOLDER}_curves.png")
     return tables
 
 
-def _latent_floats(regime: Path, job: Job) -> int:
-    metrics = next(regime.glob(f"{job.config}/*/seed*/*/metrics.json"))
-    return int(json.loads(metrics.read_text())["latent_floats"])
+def _train_and_evaluate(study: Study, images: int, epochs: int, strategy: str, seed: int) -> None:
+    run_folder = study.folder(images, epochs, strategy, seed)
+    if STRATEGIES[strategy].trains and not run_folder.is_finished():
+        _launch(study.train_command(images, epochs, strategy, seed))
+    if run_folder.evaluation.metrics() is None:
+        _launch(study.evaluate_command(run_folder, images))
+
+
+def _launch(command: list[str]) -> None:
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)

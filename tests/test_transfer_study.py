@@ -1,0 +1,142 @@
+"""The transfer study, third edition: its runs are the user's commands, its table's arithmetic
+on run folders as the jobs leave them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoencoder.benchmarks import transfer
+from autoencoder.run_folder import RunFolder, RunMetrics
+
+
+def source_run(folder: Path) -> Path:
+    """A finished source run (what the study reads of it: its best checkpoint)."""
+    ckpt = folder / "checkpoints" / "best-epoch004.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    (folder / "metrics.json").write_text(json.dumps({"best_ckpt": str(ckpt)}))
+    return ckpt
+
+
+def fake_run(
+    run: RunFolder, start: float | None, curve: list[float], test: float, best_epoch: int, probe
+) -> None:
+    """A finished study run as ``autoencoder.train`` and ``autoencoder.evaluate`` leave it."""
+    run.csv_log.parent.mkdir(parents=True)
+    with run.csv_log.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["epoch", "step", "val/psnr", "train/loss"])
+        writer.writeheader()
+        if start is not None:
+            writer.writerow({"step": 0, "val/psnr": start})
+        for epoch, value in enumerate(curve):
+            writer.writerow({"epoch": epoch, "step": 10 * epoch, "train/loss": 0.1})
+            writer.writerow({"epoch": epoch, "step": 10 * epoch + 9, "val/psnr": value})
+    run.write_metrics(
+        RunMetrics(
+            test={"test/psnr": test},
+            best_epoch=best_epoch,
+            fit_seconds=10.0,
+            start={"val/psnr": start} if start is not None else None,
+        )
+    )
+    run.evaluation.path.mkdir(parents=True)
+    run.evaluation.write_metrics({"test/psnr": test, "test/probe_acc": probe})
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> transfer.Study:
+    source_run(tmp_path / "source")
+    return transfer.Study(
+        source=tmp_path / "source",
+        base=("data=arrays", "data.path=/d", "data.classes=[5,6]", "data.val_fraction=0.02"),
+        runs=tmp_path / "runs",
+        classifier="/c.pt",
+    )
+
+
+def test_each_strategy_is_one_train_command_from_its_start(study: transfer.Study) -> None:
+    source = str((study.source / "checkpoints" / "best-epoch004.ckpt").resolve())
+    expected = {
+        "scratch": ["encoder.weights=null", "finetune=full"],
+        "classifier_two_phase": ["encoder.weights=/c.pt", "finetune=two_phase"],
+        "source_full": [f"init_from={source}", "finetune=full"],
+        "source_adapt": ["experiment=adapt", f"init_from={source}"],
+        "encoder_two_phase": [f"encoder.weights={source}", "finetune=two_phase"],
+    }
+    for strategy, overrides in expected.items():
+        command = study.train_command(1000, 5, strategy, 2)
+        assert command[:3] == [sys.executable, "-m", "autoencoder.train"]
+        folder = study.runs / "transfer3" / "1000" / "5ep" / strategy / "seed2"
+        assert command[3:] == [
+            *overrides,
+            *study.base,
+            "data.train_subset=1000",
+            "trainer.max_epochs=5",
+            "seed=2",
+            "score_start=true",
+            f"hydra.run.dir={folder}",
+        ]
+
+
+def test_the_source_as_it_is_is_evaluated_on_the_target_data(study: transfer.Study) -> None:
+    run = study.folder(1000, 5, "source", 0)
+    assert run.path == study.runs / "transfer3" / "1000" / "source"
+    command = study.evaluate_command(run, 1000)
+    assert command[:3] == [sys.executable, "-m", "autoencoder.evaluate"]
+    assert command[3].startswith("ckpt_path=") and command[3].endswith("best-epoch004.ckpt")
+    assert command[4:9] == [*study.base, "data.train_subset=1000"]
+    assert f"hydra.run.dir={run.evaluation.path}" in command
+
+
+def test_the_regime_table_reads_start_slope_budget_probe_and_returned_starts(
+    study: transfer.Study,
+) -> None:
+    for seed, shift in ((1, 0.0), (2, 0.2)):
+        fake_run(
+            study.folder(1000, 5, "scratch", seed),
+            9.0,
+            [15 + shift, 18 + shift, 20 + shift],
+            20.0 + shift,
+            3,
+            0.40,
+        )
+        fake_run(
+            study.folder(1000, 5, "source_full", seed),
+            25.0,
+            [24.0, 24.5, 25.5 + shift],
+            25.6 + shift,
+            3,
+            0.50,
+        )
+        fake_run(
+            study.folder(1000, 5, "source_frozen", seed), 25.0, [24.0, 24.2, 24.4], 25.1, 0, 0.60
+        )
+        fake_run(
+            study.folder(1000, 20, "source_full", seed), 25.0, [25.0] * 4, 26.0 + shift, 4, 0.5
+        )
+    source = study.folder(1000, 5, "source", 0)
+    source.evaluation.path.mkdir(parents=True)
+    source.evaluation.write_metrics({"test/psnr": 25.0, "test/probe_acc": 0.55})
+
+    regime = transfer.read_regime(study, 1000, 5, seeds=2)
+    long = transfer.read_regime(study, 1000, 20, seeds=2)
+    rows = {row["strategy"]: row for row in transfer.regime_table(regime, long).rows}
+    assert list(rows) == ["scratch", "source", "source_frozen", "source_full"]
+    assert rows["scratch"]["before step 1: val PSNR"] == "9.00 ± 0.00"
+    assert rows["scratch"]["start: val PSNR epoch 1"] == "15.10 ± 0.14"
+    # scratch's mean final val PSNR is 20.1: the source's start already reaches it
+    assert rows["scratch"]["epochs to scratch's final"] == "-, 3"
+    assert rows["source_full"]["epochs to scratch's final"] == "0, 0"
+    assert rows["source_full"]["test PSNR, 5 epochs"] == "25.70 ± 0.14"
+    assert rows["source_full"]["test PSNR, 20 epochs"] == "26.10 ± 0.14"
+    assert rows["source_full"]["test PSNR - source's"] == "0.70 ± 0.14"
+    assert rows["source_frozen"]["returned the start"] == "2 of 2"
+    assert rows["source_full"]["returned the start"] == "0 of 2"
+    assert rows["source"]["test PSNR, 5 epochs"] == "25.00"
+    assert rows["source"]["probe acc (%)"] == "55.0"
+    assert rows["source"]["seeds"] == "-"
