@@ -203,3 +203,17 @@ def test_parameter_groups_are_named_and_cover_every_parameter() -> None:
     grouped = {id(p) for g in groups for p in g["params"]}
     assert grouped == {id(p) for p in model.parameters()}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.slow  # torch.compile builds its kernels with the C++ compiler: about a minute
+def test_a_compiled_forward_computes_the_same_with_the_same_weights() -> None:
+    torch.manual_seed(0)
+    plain = Autoencoder(Encoder("resnet18", weights=None, depth=2), latent_channels=4).eval()
+    torch.manual_seed(0)
+    compiled = Autoencoder(
+        Encoder("resnet18", weights=None, depth=2), latent_channels=4, compile=True
+    ).eval()
+    assert list(plain.state_dict()) == list(compiled.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(images), plain(images), atol=1e-5, rtol=1e-4)

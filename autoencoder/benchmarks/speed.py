@@ -37,6 +37,8 @@ from autoencoder.train import train
 # The bare loop runs in the trainer config's precision (fp32, or bf16 with trainer=gpu);
 # ``bare-bf16`` or ``bare-fp32`` measures the other one.
 VARIANTS = ("pipeline", "bare", "bare-frozen", "bare-contiguous", "bare-compile")
+# The pipeline in the other precision than the config's (``pipeline-fp32``/``-bf16``).
+PIPELINE_PRECISIONS = {"pipeline-fp32": "32-true", "pipeline-bf16": "bf16-mixed"}
 # The training loader alone, both ways (data.on_device=false and true), as rows of the table.
 LOADERS = {"loader (per-image)": False, "loader (on-device)": True}
 # The fixed cost per step: a tiny model (the stem alone, 4 latent channels), where the
@@ -256,13 +258,26 @@ def measure(
         "bare-compile": {"compiled": True, "bf16": bf16},
     }
     with peak_memory(device) as memory:
-        if variant == "pipeline":
-            timings = pipeline(copy.deepcopy(cfg), steps, warmup)
+        if variant.startswith("pipeline"):
+            variant_cfg = copy.deepcopy(cfg)
+            with open_dict(variant_cfg):
+                variant_cfg.trainer.precision = PIPELINE_PRECISIONS.get(
+                    variant, cfg.trainer.precision
+                )
+            timings = pipeline(variant_cfg, steps, warmup)
         else:
             timings = bare_loop(copy.deepcopy(cfg), batches, warmup, device, **options[variant])
     seconds = statistics.median(timings)
     batch_size = len(batches[0])
     return Measurement(variant, seconds, batch_size / seconds, memory["mb"])
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``cuda`` or ``cpu`` as asked (a clear error without a GPU), else CUDA when there is
+    one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device on this machine")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def run(
@@ -271,14 +286,18 @@ def run(
     steps: int = 20,
     warmup: int = 5,
     skip: tuple[str, ...] = (),
+    device_name: str | None = None,
 ) -> Table:
-    """Measure every variant but those in ``skip``, then write ``speed.csv``, ``speed.md``
-    and ``speed.json``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Measure every variant but those in ``skip`` on ``device_name`` (default: CUDA when
+    there is one), then write ``speed.csv``, ``speed.md`` and ``speed.json``."""
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        overrides = ["trainer=gpu", *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_benchmark_config(overrides, Path(scratch) / "run")
         bf16 = cfg.trainer.precision.startswith("bf16")
-        variants = [v for v in (*VARIANTS, "bare-fp32" if bf16 else "bare-bf16") if v not in skip]
+        other = ("bare-fp32", "pipeline-fp32") if bf16 else ("bare-bf16", "pipeline-bf16")
+        variants = [v for v in (*VARIANTS, *other) if v not in skip]
         batches = in_memory_batches(cfg, warmup + steps)
         loaders = {
             name: loader_throughput(cfg, steps, warmup, device, on_device)
@@ -354,14 +373,20 @@ def run(
     return table
 
 
-def overhead(overrides: list[str], output: Path, steps: int = 100, warmup: int = 10) -> Table:
+def overhead(
+    overrides: list[str],
+    output: Path,
+    steps: int = 100,
+    warmup: int = 10,
+    device_name: str | None = None,
+) -> Table:
     """The pipeline's fixed cost per step on a tiny model (:data:`TINY_MODEL`) against the
     bare loop in the same process, and what each part costs (:data:`OVERHEAD_PARTS`): the
     pipeline's step time with that part on, minus with it off. What is left with every part
     off is the loop itself (Lightning's loop, the fine-tuning callback, the scheduler, the
     loss's logging, the batch drawn from the loader). Writes ``overhead.csv``/``.md``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base = [*overrides, *TINY_MODEL]
+    device = pick_device(device_name)
+    base = [*(["trainer=gpu"] if device.type == "cuda" else []), *overrides, *TINY_MODEL]
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_benchmark_config(base, Path(scratch) / "all")
         parts = {name: extra for name, extra in OVERHEAD_PARTS.items() if _switchable(cfg, extra)}
