@@ -50,6 +50,13 @@ def copy_all_(tensors: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     torch._foreach_copy_(tensors, sources)
 
 
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the values logged at this training step reach the loggers (Lightning's own
+    cadence, ``trainer.log_every_n_steps``): a value logged ``on_step`` at the other steps is
+    overwritten unseen."""
+    return bool(trainer._logger_connector.should_update_logs)
+
+
 def failed_job_exception(job_return: JobReturn) -> BaseException:
     """The exception of a failed Hydra job. The public ``return_value`` re-raises it and
     writes "Error executing job ..." to stderr; the summary only needs to read it."""
@@ -77,6 +84,18 @@ def uses_distributed_sampler(trainer: pl.Trainer) -> bool:
     """The Trainer's ``use_distributed_sampler`` argument, which Lightning keeps on its
     accelerator connector only."""
     return bool(trainer._accelerator_connector.use_distributed_sampler)
+
+
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """The trainer ``module`` is attached to, ``None`` outside a fit, test or validation:
+    the public ``trainer`` property raises instead."""
+    return module._trainer
+
+
+def batches_done_in_epoch(trainer: pl.Trainer) -> int:
+    """The training batches the current epoch has completed: the fit loop's progress
+    counter, which Lightning's own callbacks read and no public name gives."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
 
 def launched_rank_processes(trainer: pl.Trainer) -> list[subprocess.Popen]:

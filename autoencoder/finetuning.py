@@ -21,18 +21,31 @@ import inspect
 import math
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import ListConfig
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
-from autoencoder.compat import ddp_finds_unused_parameters, lerp_all_, reapply_lr_lambdas
-from autoencoder.errors import ConfigError, check_choice
+from autoencoder.compat import (
+    batches_done_in_epoch,
+    ddp_finds_unused_parameters,
+    lerp_all_,
+    logs_this_step,
+    reapply_lr_lambdas,
+)
+from autoencoder.errors import ConfigError
+from autoencoder.finetuning_options import (
+    Anchoring,
+    BatchNormPolicy,
+    EncoderRamp,
+    PlateauRule,
+    Unfreezing,
+    flat_parameters,
+    option_groups,
+)
 from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
     DECODER_GROUP,
@@ -41,11 +54,6 @@ from autoencoder.param_groups import (
     RateSpread,
     encoder_group,
 )
-
-Mode = Literal["min", "max"]
-ScheduleShape = Literal["constant", "stlr"]
-GradualTrigger = Literal["plateau", "epoch"]
-AnchorScope = Literal["all", "encoder"]
 
 
 # ------------------------------------------------------------------------------ contract
@@ -111,152 +119,6 @@ def missing_members(obj: object, protocol: type, prefix: str = "") -> list[str]:
         if _is_protocol(kind):
             missing += missing_members(value, kind, f"{prefix}{name}.")
     return missing
-
-
-# ------------------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class PlateauRule:
-    """When phase 1 ends (and, in gradual unfreezing, when the next stage unfreezes).
-
-    Attributes:
-        monitor, mode: the metric whose plateau ends phase 1 (logged at validation). A NaN
-            or infinite value is skipped with a warning, never counted as a plateau.
-        patience: validation checks without improvement that make a plateau (``None``:
-            never transition on a plateau).
-        min_delta: the smallest change that counts as an improvement.
-        relative_delta: ``min_delta`` is a fraction of the best value so far.
-        min_frozen_epochs, max_frozen_epochs: bounds on phase 1 in (fractional) epochs;
-            ``max_frozen_epochs=None`` lets phase 1 last until a plateau, however long, and
-            ``0`` starts phase 2 at step 0.
-    """
-
-    monitor: str = "val/loss"
-    mode: Mode = "min"
-    patience: int | None = 1
-    min_delta: float = 0.0
-    relative_delta: bool = False
-    min_frozen_epochs: float = 1.0
-    max_frozen_epochs: float | None = 1.0
-
-    def __post_init__(self) -> None:
-        check_choice("finetune.mode", self.mode, Mode)
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"finetune.patience must be >= 1 or null, got {self.patience}.")
-        if self.min_frozen_epochs < 0:
-            raise ConfigError(
-                f"finetune.min_frozen_epochs must be >= 0, got {self.min_frozen_epochs}."
-            )
-        if self.max_frozen_epochs is not None and self.max_frozen_epochs < self.min_frozen_epochs:
-            raise ConfigError(
-                f"finetune.max_frozen_epochs={self.max_frozen_epochs} is below "
-                f"finetune.min_frozen_epochs={self.min_frozen_epochs}."
-            )
-
-    @property
-    def initial_best(self) -> float:
-        """The best value before any check: every finite value improves on it."""
-        return math.inf if self.mode == "min" else -math.inf
-
-
-@dataclass(frozen=True)
-class EncoderRamp:
-    """How the rate of a newly unfrozen stage reaches its peak.
-
-    Attributes:
-        encoder_schedule: ``constant`` (a linear warm-up from 0, then the peak) or ``stlr``
-            (ULMFiT's slanted triangular rates until the end of the run, no warm-up).
-        warmup_steps, warmup_epochs: the length of the warm-up (``warmup_steps`` wins when
-            set; 0 disables).
-        min_warmup_steps: lower bound on a warm-up given in epochs (0: none). Adam's moment
-            estimates of a newly unfrozen group start empty, and with few steps per epoch a
-            one-epoch ramp can dip; a bound of 100 steps kept a 64 x 2 x 2 run from dipping
-            but cost 0.6 dB at the ``layer2`` cut, where it outlasts a short run
-            (docs/results.md).
-        stlr_cut_frac, stlr_ratio: the slanted triangular shape (ULMFiT: 0.1 and 32).
-    """
-
-    encoder_schedule: ScheduleShape = "constant"
-    warmup_steps: int | None = None
-    warmup_epochs: float = 1.0
-    min_warmup_steps: int = 0
-    stlr_cut_frac: float = 0.1
-    stlr_ratio: float = 32.0
-
-    def __post_init__(self) -> None:
-        check_choice("finetune.encoder_schedule", self.encoder_schedule, ScheduleShape)
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(
-                f"finetune.warmup_steps must be >= 0 or null, got {self.warmup_steps}."
-            )
-        if self.warmup_epochs < 0 or self.min_warmup_steps < 0:
-            raise ConfigError(
-                "finetune.warmup_epochs and finetune.min_warmup_steps must be >= 0, got "
-                f"{self.warmup_epochs} and {self.min_warmup_steps}."
-            )
-        if not 0 < self.stlr_cut_frac <= 1 or self.stlr_ratio < 1:
-            raise ConfigError(
-                "finetune.stlr_cut_frac must be in (0, 1] and finetune.stlr_ratio >= 1, got "
-                f"{self.stlr_cut_frac} and {self.stlr_ratio}."
-            )
-
-
-@dataclass(frozen=True)
-class BatchNormPolicy:
-    """The BatchNorm of encoder stages while the model trains: ``eval`` keeps the
-    pretrained running statistics (the affine weights of unfrozen stages still learn),
-    ``train`` uses batch statistics.
-
-    Attributes:
-        frozen_bn: in frozen stages (all of them in phase 1).
-        unfrozen_bn: in unfrozen stages.
-    """
-
-    frozen_bn: BatchNormMode = "eval"
-    unfrozen_bn: BatchNormMode = "eval"
-
-    def __post_init__(self) -> None:
-        check_choice("finetune.frozen_bn", self.frozen_bn, BatchNormMode)
-        check_choice("finetune.unfrozen_bn", self.unfrozen_bn, BatchNormMode)
-
-
-@dataclass(frozen=True)
-class Unfreezing:
-    """Which stages a transition unfreezes.
-
-    Attributes:
-        gradual: ULMFiT gradual unfreezing: the top stage first, then one more stage per
-            plateau or per epoch (``gradual_every``); otherwise the whole encoder at once.
-        gradual_every: ``plateau`` or ``epoch``.
-    """
-
-    gradual: bool = False
-    gradual_every: GradualTrigger = "plateau"
-
-    def __post_init__(self) -> None:
-        check_choice("finetune.gradual_every", self.gradual_every, GradualTrigger)
-
-
-@dataclass(frozen=True)
-class Anchoring:
-    """A pull of the weights toward the values they started from (L2-SP, Li et al. 2018),
-    decoupled from the gradient as AdamW decouples weight decay: after every optimiser step
-    each weight moves ``lr * l2_sp`` of the way back to its start, ``lr`` its group's rate
-    at that step (0 for a frozen stage, which stays where it is anyway).
-
-    Attributes:
-        l2_sp: the strength (0: off). The start is the weights when fitting begins: the
-            pretrained encoder, and with ``init_from`` the pretrained decoder too.
-        l2_sp_scope: ``all`` parameter groups, or the ``encoder`` stages only (for a fresh
-            decoder, whose start is its random initialisation).
-    """
-
-    l2_sp: float = 0.0
-    l2_sp_scope: AnchorScope = "all"
-
-    def __post_init__(self) -> None:
-        if not self.l2_sp >= 0:
-            raise ConfigError(f"finetune.l2_sp must be >= 0, got {self.l2_sp}.")
-        check_choice("finetune.l2_sp_scope", self.l2_sp_scope, AnchorScope)
 
 
 # --------------------------------------------------------------------- plateaus and rates
@@ -380,22 +242,10 @@ class TwoPhaseFinetuning(pl.Callback):
     @classmethod
     def from_flat(cls, **flat: Any) -> TwoPhaseFinetuning:
         """The callback from the flat keys users write (``finetune.patience=2``): each is a
-        field of one option group (:data:`OPTION_GROUPS`), documented there, and its default
-        is that field's. The signature is derived from those fields."""
-        groups = {}
-        for argument, group in OPTION_GROUPS.items():
-            values = {
-                entry.name: _plain(flat.pop(entry.name))
-                for entry in fields(group)
-                if entry.name in flat
-            }
-            groups[argument] = group(**values)
-        if flat:
-            raise ConfigError(
-                f"unknown fine-tuning options: {', '.join(sorted(flat))} (valid: "
-                f"{', '.join(p.name for p in _flat_parameters())})."
-            )
-        return cls(**groups)
+        field of one option group (:data:`~autoencoder.finetuning_options.OPTION_GROUPS`),
+        documented there, and its default is that field's. The signature is derived from
+        those fields."""
+        return cls(**option_groups(flat))
 
     @property
     def phase(self) -> int:
@@ -449,7 +299,8 @@ class TwoPhaseFinetuning(pl.Callback):
         if self._modes_pending:
             self._set_trainable(pl_module)
             self._modes_pending = False
-        pl_module.log("finetune/phase", float(self.phase), on_step=True, on_epoch=False)
+        if logs_this_step(trainer):  # at the other steps the value would go unseen
+            pl_module.log("finetune/phase", float(self.phase), on_step=True, on_epoch=False)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
@@ -514,7 +365,7 @@ class TwoPhaseFinetuning(pl.Callback):
 
     def _epochs_done(self, trainer: pl.Trainer) -> float:
         batches = trainer.num_training_batches
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        done = batches_done_in_epoch(trainer)
         if not batches or not math.isfinite(batches):
             return float(trainer.current_epoch + 1)
         return trainer.current_epoch + min(1.0, done / batches)
@@ -635,44 +486,9 @@ def _check_schedulers(trainer: pl.Trainer) -> None:
         )
 
 
-# The option groups of TwoPhaseFinetuning, by its argument names; every flat key of
-# conf/finetune is a field of exactly one of them.
-OPTION_GROUPS: dict[str, type] = {
-    "spread": RateSpread,
-    "plateau": PlateauRule,
-    "ramp": EncoderRamp,
-    "batchnorm": BatchNormPolicy,
-    "unfreezing": Unfreezing,
-    "anchoring": Anchoring,
-}
-
-
-def _plain(value: Any) -> Any:
-    """A config list as the tuple the option fields hold."""
-    return tuple(value) if isinstance(value, (list, tuple, ListConfig)) else value
-
-
-def _flat_parameters() -> list[inspect.Parameter]:
-    """``from_flat``'s keyword parameters: every option group's fields, with their defaults
-    and types."""
-    parameters = []
-    for group in OPTION_GROUPS.values():
-        hints = typing.get_type_hints(group)
-        for entry in fields(group):
-            parameters.append(
-                inspect.Parameter(
-                    entry.name,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=entry.default,
-                    annotation=hints[entry.name],
-                )
-            )
-    return parameters
-
-
 def _derive_from_flat_signature() -> None:
     function = TwoPhaseFinetuning.from_flat.__func__
-    parameters = _flat_parameters()
+    parameters = flat_parameters()
     cls_parameter = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     function.__signature__ = inspect.Signature(
         [cls_parameter, *parameters], return_annotation=TwoPhaseFinetuning

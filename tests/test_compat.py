@@ -90,3 +90,94 @@ def test_foreach_lerp_and_copy_update_every_tensor_in_place() -> None:
     assert torch.allclose(tensors[1], torch.full((2, 2), 0.5))
     compat.copy_all_(tensors, targets)
     assert all(torch.equal(t, s) for t, s in zip(tensors, targets, strict=True))
+
+
+def test_logs_this_step_follows_the_trainers_logging_cadence() -> None:
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            seen.append(compat.logs_this_step(trainer))
+
+    from autoencoder.data import SyntheticDataModule
+    from autoencoder.models.autoencoder import Autoencoder
+    from autoencoder.models.encoders import Encoder
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        log_every_n_steps=3,
+        callbacks=[Probe()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    model = Autoencoder(Encoder("resnet18", weights=None, depth=1), latent_channels=4)
+    trainer.fit(model, datamodule=SyntheticDataModule(num_train=96, batch_size=16))
+    assert seen == [False, False, True, False, False, True]
+
+
+def test_attached_trainer_is_none_until_a_trainer_holds_the_module() -> None:
+    module = pl.LightningModule()
+    assert compat.attached_trainer(module) is None
+    with pytest.raises(RuntimeError):  # what the public property does instead
+        _ = module.trainer
+    trainer = pl.Trainer(accelerator="cpu", logger=False)
+    module.trainer = trainer
+    assert compat.attached_trainer(module) is trainer
+
+
+def test_batches_done_in_epoch_counts_the_epochs_completed_batches_at_each_validation() -> None:
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx) -> None:
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if not trainer.sanity_checking:
+                seen.append((trainer.current_epoch, compat.batches_done_in_epoch(trainer)))
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 2)))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        val_check_interval=2,
+        num_sanity_val_steps=0,
+        callbacks=[Probe()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), train_dataloaders=loader, val_dataloaders=loader)
+    assert seen == [(0, 2), (0, 4), (1, 2), (1, 4)]
+
+
+def test_the_batchnorm_classes_the_encoder_keeps_in_eval_are_every_batchnorm() -> None:
+    """Encoder.train matches BatchNorm by torch's public classes: every BatchNorm layer torch
+    makes (the lazy ones become these once built) is one of them."""
+    from torch.nn.modules.batchnorm import _BatchNorm, _LazyNormBase
+
+    from autoencoder.models.encoders import BATCH_NORMS
+
+    public = [getattr(torch.nn, name) for name in dir(torch.nn)]
+    kinds = [k for k in public if isinstance(k, type) and issubclass(k, _BatchNorm)]
+    assert kinds and all(
+        issubclass(k, BATCH_NORMS) or issubclass(k, _LazyNormBase) for k in kinds
+    ), kinds

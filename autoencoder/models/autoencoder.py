@@ -16,7 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from autoencoder.compat import reapply_lr_lambdas
+from autoencoder.compat import attached_trainer, logs_this_step, reapply_lr_lambdas
 from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
@@ -63,6 +63,36 @@ def perceptual_network(config: Mapping[str, Any]) -> Encoder:
         raise type(error)(message.replace("encoder.", "model.perceptual.")) from None
 
 
+class NonfiniteWatch:
+    """The first non-finite training loss since the last look, kept on the device: each
+    step adds two small kernels and no host sync; :meth:`first` syncs once."""
+
+    def __init__(self) -> None:
+        self.flag: torch.Tensor | None = None  # index into ``steps`` of the first, or -1
+        self.value: torch.Tensor | None = None
+        self.steps: list[tuple[int, int, str]] = []  # (global step, epoch, phase) since
+
+    def record(self, loss: torch.Tensor, step: int, epoch: int, phase: str) -> None:
+        loss = loss.detach().float()
+        if self.flag is None:
+            self.flag = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self.value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.flag < 0)
+        self.flag = torch.where(first, len(self.steps), self.flag)
+        self.value = torch.where(first, loss, self.value)
+        self.steps.append((step, epoch, phase))
+
+    def first(self) -> tuple[float, int, int, str] | None:
+        """The loss, global step, epoch and phase of the first non-finite loss since the
+        last call, if any."""
+        if self.flag is None:
+            return None
+        index = int(self.flag)
+        found = (float(self.value), *self.steps[index]) if index >= 0 else None
+        self.flag, self.value, self.steps = None, None, []
+        return found
+
+
 class Autoencoder(pl.LightningModule):
     """A pretrained encoder, a conv bottleneck (1x1 or 3x3) and a learned decoder.
 
@@ -98,10 +128,12 @@ class Autoencoder(pl.LightningModule):
             :func:`~autoencoder.models.steps.conv_memory_format`).
         nonfinite_loss: what a NaN or infinite training loss does: ``stop`` raises a
             :class:`~autoencoder.errors.NonFiniteLossError` naming the step and the
-            fine-tuning phase; ``skip`` skips that batch's update with a warning. The check
-            reads the loss on the host once per step (and, under DDP, agrees across ranks);
-            ``ignore`` does not check (no host sync per step: a NaN loss then spoils the
-            weights silently).
+            fine-tuning phase, looking at the losses kept on the device at the logging
+            cadence and at every epoch's end (no host sync per step; the run stops within
+            ``trainer.log_every_n_steps`` steps of the first bad one, before the epoch's
+            checkpoints); ``skip`` skips that batch's update with a warning, which needs the
+            loss on the host at every step (and, under DDP, agrees across ranks); ``ignore``
+            does not check (a NaN loss then spoils the weights silently).
         compile: run the forward pass through ``torch.compile`` (for a GPU: the first steps,
             and the first after a change of phase or mode, compile; later ones run fused
             kernels). The weights and checkpoints are the same as without it.
@@ -159,6 +191,7 @@ class Autoencoder(pl.LightningModule):
         # torch.compile of the forward pass (not of the modules: the weights keep their names)
         self._forward = torch.compile(self._reconstruct) if compile else self._reconstruct
         self.skipped_batches = 0
+        self._watch = NonfiniteWatch()
         # Every group's peak rate and per-step multiplier; the fine-tuning callback replaces it.
         self.rate_policy: RatePolicy = UniformRates()
         self.bottleneck_info: dict[str, float] = {}
@@ -240,9 +273,11 @@ class Autoencoder(pl.LightningModule):
         reconstruction = self(images.contiguous(memory_format=self.memory_format))
         loss = self.loss(reconstruction.float(), images)
         training = stage == "train"
-        if training and self.nonfinite_loss != "ignore" and not self._loss_is_finite(loss):
+        if training and self.nonfinite_loss == "skip" and not self._loss_is_finite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the backward pass and the update
+        if training and self.nonfinite_loss == "stop":
+            self._watch.record(loss, self.global_step, self.current_epoch, self.phase_description())
         log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
             # torchmetrics flattens with .view(), which needs the default memory layout; in
@@ -255,22 +290,35 @@ class Autoencoder(pl.LightningModule):
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank (so all ranks stop or skip together)."""
         nonfinite = not bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             nonfinite = bool(self.trainer.strategy.reduce_boolean_decision(nonfinite, all=False))
         return not nonfinite
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """``nonfinite_loss=stop``: look at the losses watched on the device at the logging
+        cadence and at the end of every epoch (before its checkpoints are written), so a
+        step never waits for the device; all ranks decide together."""
+        if self.nonfinite_loss != "stop" or attached_trainer(self) is None:
+            return
+        trainer = self.trainer
+        if not (logs_this_step(trainer) or batch_idx + 1 >= trainer.num_training_batches):
+            return
+        found = self._watch.first()
+        if trainer.strategy.reduce_boolean_decision(found is not None, all=False):
+            value, step, epoch, phase = found or ("nan", "?", "?", "on another rank")
+            raise NonFiniteLossError(
+                f"non-finite training loss ({value}) at global step {step}, epoch {epoch}, "
+                f"{phase}. Lower model.lr (and finetune.encoder_lr), check the data for NaN "
+                "or extreme pixel values, or set model.nonfinite_loss=skip to skip such "
+                "batches. The run's checkpoints/last.ckpt (once an epoch ended) holds the "
+                "weights from before this step."
+            )
 
     def _on_nonfinite_loss(self, loss: torch.Tensor) -> None:
         where = (
             f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
             f"epoch {self.current_epoch}, {self.phase_description()}"
         )
-        if self.nonfinite_loss == "stop":
-            raise NonFiniteLossError(
-                f"{where}. Lower model.lr (and finetune.encoder_lr), check the data for NaN "
-                "or extreme pixel values, or set model.nonfinite_loss=skip to skip such "
-                "batches. The run's checkpoints/last.ckpt (once an epoch ended) holds the "
-                "weights from before this step."
-            )
         self.skipped_batches += 1
         rank_zero_warn(
             f"{where}: batch skipped (model.nonfinite_loss=skip), "
@@ -313,7 +361,8 @@ class Autoencoder(pl.LightningModule):
         for group in groups:
             group["lr"] = peaks[group["name"]]
         optimizer = self.optimizer_factory(groups)
-        total_steps = float(self.trainer.estimated_stepping_batches) if self._trainer else 0.0
+        trainer = attached_trainer(self)
+        total_steps = float(trainer.estimated_stepping_batches) if trainer is not None else 0.0
         scheduler = LambdaLR(optimizer, [self._multiplier_fn(name, total_steps) for name in names])
         return {
             "optimizer": optimizer,
@@ -403,7 +452,8 @@ class Autoencoder(pl.LightningModule):
         Lightning's ``load_state_dict`` fails with a list of tensor shapes."""
         problem = self.checkpoint_mismatch(checkpoint)
         if problem:
-            path = self._trainer.ckpt_path if self._trainer is not None else None
+            trainer = attached_trainer(self)
+            path = trainer.ckpt_path if trainer is not None else None
             raise ConfigError(
                 f"ckpt_path={path} {problem}. Resume with the config of the run that wrote it "
                 "(the overrides in its .hydra/overrides.yaml), or train without ckpt_path."
