@@ -52,7 +52,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, encoder = _build_data_and_encoder(cfg)
     model: Autoencoder = build_model(cfg, encoder)
-    _start_from(model, cfg.get("init_from"), cfg.get("ckpt_path"))
+    _start_from(
+        model, cfg.get("init_from"), cfg.get("ckpt_path"), bool(cfg.get("requires_init_from"))
+    )
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
     if cfg.encoder.get("weights") is None and finetuning.plateau.max_frozen_epochs != 0:
         log.warning(
@@ -106,9 +108,19 @@ def _start_score(cfg: DictConfig, output_dir: Path) -> StartScore | None:
     return StartScore(output_dir / "checkpoints") if setting else None
 
 
-def _start_from(model: Autoencoder, init_from: str | None, ckpt_path: str | None) -> None:
+def _start_from(
+    model: Autoencoder, init_from: str | None, ckpt_path: str | None, required: bool = False
+) -> None:
     """Load ``init_from``'s weights into the new model, unless ``ckpt_path`` resumes a run
     (whose checkpoint holds its own weights)."""
+    if not init_from and required and not ckpt_path:
+        raise ConfigError(
+            "this recipe adapts a pretrained autoencoder (requires_init_from=true, e.g. "
+            "experiment=adapt): set init_from=<a run's checkpoint>, e.g. "
+            "init_from=outputs/train/runs/<run>/checkpoints/best-epochNNN.ckpt. To start from "
+            "a run's encoder alone, use encoder.weights=<that checkpoint> with another "
+            "experiment."
+        )
     if not init_from:
         return
     if ckpt_path:

@@ -172,6 +172,24 @@ def is_the_default_experiment(built: dict[str, Any]) -> None:
     assert built["cfg"].callbacks.ema.decay == 0.99
 
 
+def is_the_gpu_experiment(built: dict[str, Any]) -> None:
+    """The default experiment in bf16, batch 256, compiled (compiling is switched off by the
+    test itself, which runs on a CPU)."""
+    experiment_is(CIFAR10DataModule, (4, 8, 8))(built)
+    cfg = built["cfg"]
+    assert (cfg.trainer.precision, cfg.trainer.benchmark) == ("bf16-mixed", True)
+    assert built["datamodule"].batch_size == 256 and cfg.data.on_device == "auto"
+    assert compose_job("train", "experiment=cifar10_gpu").model.compile is True
+
+
+def is_the_adaptation_recipe(built: dict[str, Any]) -> None:
+    """The default experiment's model, started from a run's weights (init_from, required)
+    and trained with the adaptation recipe."""
+    experiment_is(CIFAR10DataModule, (4, 8, 8))(built)
+    assert built["cfg"].requires_init_from is True
+    assert built["model"].lr < 1e-3, "a pretrained decoder at a fresh decoder's rate forgets"
+
+
 def latent_is(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
     """The latent layout (channels x height x width per image) of the default experiment's
     32 px images."""
@@ -282,6 +300,8 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (4, 24, 24)),
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "cifar10_timm"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "cifar10_gpu"): is_the_gpu_experiment,
+    ("experiment", "adapt"): is_the_adaptation_recipe,
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), shared=False),
     ("layout", "depth2"): latent_is((4, 8, 8)),
@@ -315,6 +335,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.encoder.weights = None  # no downloads
         cfg.trainer.accelerator = "cpu"
+        cfg.model.compile = False  # compiling takes a minute on a CPU (tests/test_models.py)
         if OmegaConf.is_missing(cfg.data, "path"):
             is_folder = cfg.data._target_.endswith("FolderDataModule")
             cfg.data.path = str(image_folder(tmp_path) if is_folder else arrays_dir)

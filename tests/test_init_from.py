@@ -118,3 +118,11 @@ def test_a_missing_file_names_the_option(compose_cfg, tmp_path) -> None:
     model = build_model(compose_cfg(*RUN))
     with pytest.raises(ConfigError, match=r"init_from='.*nothing\.ckpt': no such file"):
         start_from_checkpoint(model, tmp_path / "nothing.ckpt")
+
+
+def test_the_adaptation_recipe_needs_a_run_to_start_from(compose_cfg, tmp_path) -> None:
+    cfg = compose_cfg(
+        "experiment=adapt", "data=synthetic", "encoder.weights=null", output_dir=tmp_path / "a"
+    )
+    with pytest.raises(ConfigError, match=r"requires_init_from=true.*set init_from="):
+        train(cfg)
