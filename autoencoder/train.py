@@ -37,8 +37,16 @@ def _build_data_and_encoder(cfg: DictConfig) -> tuple[pl.LightningDataModule, En
         except ResourceUnavailableError as error:
             problems.append(str(error))
     encoder = None
+    source = "ckpt_path" if cfg.get("ckpt_path") else "init_from" if cfg.get("init_from") else None
     try:
-        encoder = instantiate(cfg.encoder)
+        if source is not None and cfg.encoder.get("weights") is not None:
+            # the checkpoint holds every weight: downloading or reading others is wasted
+            log.info(
+                "encoder.weights=%s is not read: %s holds the weights", cfg.encoder.weights, source
+            )
+            encoder = instantiate(cfg.encoder, weights=None)
+        else:
+            encoder = instantiate(cfg.encoder)
     except ResourceUnavailableError as error:
         problems.append(str(error))
     if problems:

@@ -126,3 +126,17 @@ def test_the_adaptation_recipe_needs_a_run_to_start_from(compose_cfg, tmp_path) 
     )
     with pytest.raises(ConfigError, match=r"requires_init_from=true.*set init_from="):
         train(cfg)
+
+
+def test_a_run_from_a_checkpoint_reads_no_other_encoder_weights(compose_cfg, source, tmp_path):
+    """init_from (and a resume) take every weight from the checkpoint: encoder.weights, here a
+    file that does not exist, is not read."""
+    ckpt, _ = source
+    cfg = compose_cfg(
+        *RUN,
+        f"init_from={ckpt}",
+        f"encoder.weights={tmp_path / 'missing.pt'}",
+        "trainer.max_epochs=1",
+        output_dir=tmp_path / "adapted",
+    )
+    assert train(cfg)["start"] is not None
