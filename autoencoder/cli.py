@@ -1,5 +1,5 @@
 """Shared behaviour of the Hydra entry points: the user's own modules imported first, user
-errors as one clear message."""
+errors as one clear message, and the command line that runs a job in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import importlib
 import logging
 import math
 import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,10 +29,10 @@ def hydra_main(
     job: Callable[[DictConfig], Any], config_name: str, metric: str | None = None
 ) -> Callable[[], Any]:
     """The Hydra entry point of a job, for ``python -m autoencoder.<job>`` and the thin
-    ``scripts/``: the project's configs (:data:`~autoencoder.config.CONFIG_DIR`, found in a
-    checkout or in the installed package), :func:`run_job`, and for sweepers the value of
-    ``metric`` in the job's record (``metric`` names it, or a config key that does, such as
-    ``optimized_metric``).
+    ``scripts/``: the project's configs (:func:`~autoencoder.config.config_dir`, found in a
+    checkout or in the installed package, when the entry point runs), :func:`run_job`, and
+    for sweepers the value of ``metric`` in the job's record (``metric`` names it, or a
+    config key that does, such as ``optimized_metric``).
 
     ``conf/hydra/default.yaml`` names the job after the config's ``task_name`` (its
     ``.log`` file, ``hydra.job.name``).
@@ -43,9 +45,16 @@ def hydra_main(
         value = summary.get(cfg.get(metric, metric)) if isinstance(summary, dict) else None
         return float(value) if value is not None else math.nan
 
-    return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(
-        main
-    )
+    def entry_point() -> Any:
+        try:
+            folder = config_dir()
+        except AutoencoderError as error:
+            exit_with_message(error)
+        return hydra.main(version_base="1.3", config_path=str(folder), config_name=config_name)(
+            main
+        )()
+
+    return entry_point
 
 
 def job_command(job: str, *overrides: str) -> list[str]:
@@ -54,6 +63,13 @@ def job_command(job: str, *overrides: str) -> list[str]:
     autoencoder.<job> overrides...``, which works from any folder and from an installed
     package (no path to ``scripts/``)."""
     return [sys.executable, "-m", f"autoencoder.{job}", *overrides]
+
+
+def launch(command: Sequence[str]) -> None:
+    """Print a :func:`job_command` as a user would type it (``$ python -m autoencoder.train
+    ...``), then run it; a job that fails raises ``subprocess.CalledProcessError``."""
+    print("$", shlex.join(["python", *command[1:]]), flush=True)
+    subprocess.run(list(command), check=True)
 
 
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -71,9 +87,14 @@ def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("%s", user_message(error))
             raise
-        for line in user_message(error).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_message(error)
+
+
+def exit_with_message(error: AutoencoderError) -> NoReturn:
+    """Print a user error as ``error:`` lines (no traceback) and exit with status 1."""
+    for line in user_message(error).splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(1)
 
 
 # Keys that were renamed: old key -> (new key, the new spelling of old values that changed).

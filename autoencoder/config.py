@@ -11,15 +11,35 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
-from autoencoder.errors import AutoencoderError
+from autoencoder.errors import AutoencoderError, ConfigError
 
-# The configs of a source checkout (conf/ sits beside the package).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The installed package (site-packages/autoencoder), or the checkout's autoencoder/.
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def config_dir() -> Path:
-    """The folder of the project's configs."""
-    return CONFIG_DIR
+    """The folder of the project's configs, the one place that says where it is.
+
+    Run from a source checkout (``pyproject.toml`` beside the package; an editable install
+    runs from there too): the checkout's top-level ``conf/``. From a non-editable install:
+    the copy of ``conf/`` the wheel ships inside the package, ``autoencoder/conf``
+    (pyproject.toml's ``package-dir``).
+    """
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file():
+        folder = checkout / "conf"
+        fix = "restore it from the repository (git checkout -- conf)"
+    else:
+        folder = PACKAGE_DIR / "conf"
+        fix = (
+            "reinstall the package from a checkout (pip install .), whose wheel ships the "
+            "configs as autoencoder/conf"
+        )
+    if not (folder / "train.yaml").is_file():
+        raise ConfigError(
+            f"the project's configs are missing: no conf/ with train.yaml at {folder}; {fix}."
+        )
+    return folder
 
 
 def compose_config(name: str, *overrides: str, return_hydra_config: bool = False) -> DictConfig:

@@ -214,11 +214,8 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def main() -> None:
-    """``python -m autoencoder.encode [overrides ...]``: the job of ``scripts/encode.py``,
-    with the project's configs, from any folder."""
-    hydra_main(encode, "encode")()
-
+# python -m autoencoder.encode [overrides ...]: scripts/encode.py, from any folder
+main = hydra_main(encode, "encode")
 
 if __name__ == "__main__":
     main()

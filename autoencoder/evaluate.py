@@ -31,7 +31,7 @@ from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
-from autoencoder.models.encoders import HEAD_PREFIXES, read_weights_info
+from autoencoder.models.weights import HEAD_PREFIXES, read_weights_info
 from autoencoder.probe import linear_probe
 from autoencoder.run_folder import RunFolder
 from autoencoder.runs import data_config, load_run, prepare_datamodule, sequential_loader
@@ -45,7 +45,7 @@ def load_classifier(path: str, name: str) -> Classifier:
 
     The number of classes is read from the head's weight (``fc.weight`` for ResNets, the
     last ``classifier.*.weight`` for VGGs); the input geometry from the file's description
-    (:func:`~autoencoder.models.encoders.read_weights_info`), when it has one.
+    (:func:`~autoencoder.models.weights.read_weights_info`), when it has one.
     """
     file = Path(path).expanduser()
     info = read_weights_info(file)
@@ -323,11 +323,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def main() -> None:
-    """``python -m autoencoder.evaluate [overrides ...]``: the job of ``scripts/evaluate.py``,
-    with the project's configs, from any folder."""
-    hydra_main(evaluate, "evaluate")()
-
+# python -m autoencoder.evaluate [overrides ...]: scripts/evaluate.py, from any folder
+main = hydra_main(evaluate, "evaluate")
 
 if __name__ == "__main__":
     main()

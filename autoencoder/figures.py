@@ -1,39 +1,40 @@
 """The README's and docs' figures, drawn from the model and from real training runs.
 
-    python scripts/figures.py [--output docs/figures] [--runs outputs/figures] [NAME ...]
+    python -m autoencoder.figures [--output docs/figures] [--runs outputs/figures] [NAME ...]
 
-``architecture`` traces one image through the default experiment's model and draws every
-tensor it passes; ``phases`` trains a short two-phase run on generated pictures with csv logs
-and plots each parameter group's learning rate per step; ``quickstart`` trains
-``experiment=quickstart`` and keeps its grid of test reconstructions. Runs go through
-``scripts/train.py`` as a user runs it, into a new folder under ``--runs``.
+(``python scripts/figures.py`` is the same.) NAME: ``architecture``, ``phases``,
+``quickstart`` (default: all three). ``architecture`` traces one image through the default
+experiment's model and draws every tensor it passes; ``phases`` trains a short two-phase run
+on generated pictures with csv logs and plots each parameter group's learning rate per step;
+``quickstart`` trains ``experiment=quickstart`` and keeps its grid of test reconstructions
+(about a minute each on 2 CPU cores). Runs go through ``python -m autoencoder.train`` as a
+user runs it, into a new folder under ``--runs``.
 
-matplotlib comes with the ``dev`` extra; only this module imports it.
+matplotlib comes with the ``dev`` extra; :mod:`autoencoder.plotting` imports it when a
+figure is drawn.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import open_dict
 
-import autoencoder
+from autoencoder.cli import job_command, launch
 from autoencoder.config import compose_config, instantiate
 from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.plotting import pyplot, save_figure
 from autoencoder.run_folder import RunFolder
 from autoencoder.runs import build_model
 
-ROOT = Path(autoencoder.__file__).resolve().parents[1]
 # The model drawn: the default experiment's, built without downloading weights.
 ARCHITECTURE_MODEL = ("experiment=cifar10_resnet18", "encoder.weights=null")
 # Three encoder stages (stem, layer1, layer2) make the discriminative spread visible; 24 steps
@@ -51,21 +52,11 @@ QUICKSTART_RUN = ("experiment=quickstart", "trainer.enable_progress_bar=false")
 FIGURES = ("architecture", "phases", "quickstart")
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def train_run(overrides: Sequence[str], runs: Path, name: str) -> Path:
-    """Run ``scripts/train.py`` with ``overrides`` into a new folder ``runs/<name>-<time>``."""
+    """Run ``python -m autoencoder.train`` with ``overrides`` into a new folder
+    ``runs/<name>-<time>``."""
     run_dir = runs / f"{name}-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
-    command = [sys.executable, str(ROOT / "scripts" / "train.py"), *overrides]
-    print("$ python scripts/train.py", " ".join(overrides), flush=True)
-    subprocess.run([*command, f"hydra.run.dir={run_dir}"], check=True)
+    launch(job_command("train", *overrides, f"hydra.run.dir={run_dir}"))
     return run_dir
 
 
@@ -133,7 +124,7 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
         cfg.paths.output_dir = "unused"
     model = build_model(cfg, instantiate(cfg.encoder))
     tensors = trace(model)
-    plt = _pyplot()
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(12, 3.6))
     x, gap, scale = 0.0, 0.55, 2.2 / 32
     centres = []
@@ -200,11 +191,7 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
     ax.set_xlim(-0.3, x)
     ax.set_ylim(-3.1, 2.6)
     ax.axis("off")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=150)
 
 
 # -- phases --------------------------------------------------------------------------------
@@ -235,7 +222,7 @@ def phases(run_dir: Path, path: Path, command: str = "") -> Path:
     )
     phase_steps, phase_values = series(rows, "finetune/phase")
     transition = next((s for s, v in zip(phase_steps, phase_values, strict=True) if v >= 2), None)
-    plt = _pyplot()
+    plt = pyplot()
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(9, 5.4), sharex=True, height_ratios=[2.2, 1]
     )
@@ -286,11 +273,7 @@ def phases(run_dir: Path, path: Path, command: str = "") -> Path:
     top.set_title("learning rate per parameter group, from the csv log of a real run", fontsize=10)
     if command:
         figure.text(0.01, 0.005, command, fontsize=6.5, color="0.35", family="monospace")
-    figure.tight_layout(rect=(0, 0.03, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=150, rect=(0, 0.03, 1, 1))
 
 
 # -- quickstart ----------------------------------------------------------------------------
@@ -316,3 +299,21 @@ def make(names: Sequence[str], output: Path, runs: Path) -> list[Path]:
         run_dir = train_run(QUICKSTART_RUN, runs, "quickstart")
         written.append(quickstart(run_dir, output / "quickstart_reconstructions.png"))
     return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m autoencoder.figures [--output DIR] [--runs DIR] [NAME ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(FIGURES)}")
+    parser.add_argument("--output", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--runs", type=Path, default=Path("outputs/figures"))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    for path in make(args.names or FIGURES, args.output, args.runs):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -27,8 +27,8 @@ from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
 from autoencoder.jobs import fit_and_test, write_record
 from autoencoder.models.classifier import Classifier, labels_hint
-from autoencoder.models.encoders import weights_info_path
 from autoencoder.models.shape import EncoderGeometry
+from autoencoder.models.weights import weights_info_path
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     return record.to_json()
 
 
-def main() -> None:
-    """``python -m autoencoder.pretrain [overrides ...]``: the job of
-    ``scripts/pretrain_encoder.py``, with the project's configs, from any folder."""
-    hydra_main(pretrain, "pretrain", metric=VAL_METRIC)()
-
+# python -m autoencoder.pretrain [overrides ...]: scripts/pretrain_encoder.py, from any folder
+main = hydra_main(pretrain, "pretrain", metric=VAL_METRIC)
 
 if __name__ == "__main__":
     main()

@@ -104,20 +104,32 @@ class RunMetrics:
         return self.to_json().get(key, default)
 
 
+class _Under:
+    """A file or folder of every run, as an attribute of :class:`RunFolder`: on a run, the
+    path under its folder (``run.metrics_file``); on the class, the relative path
+    (``RunFolder.config_file``: ``.hydra/config.yaml``)."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = Path(relative)
+
+    def __get__(self, run: RunFolder | None, owner: type | None = None) -> Path:
+        return self.relative if run is None else run.path / self.relative
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run's output folder: where each thing it writes lives, and how to read it back."""
 
     path: Path
 
-    METRICS = "metrics.json"
-    CONFIG = Path(".hydra") / "config.yaml"
-    OVERRIDES = Path(".hydra") / "overrides.yaml"
-    CSV_LOG = Path("csv") / "metrics.csv"
-    CHECKPOINTS = "checkpoints"
-    EVALUATION = "evaluation"
-    RECONSTRUCTIONS = "reconstructions"
-    STATUS = "job_status.json"
+    metrics_file = _Under("metrics.json")
+    config_file = _Under(".hydra/config.yaml")
+    overrides_file = _Under(".hydra/overrides.yaml")
+    csv_log = _Under("csv/metrics.csv")
+    checkpoints = _Under("checkpoints")
+    last_checkpoint = _Under("checkpoints/last.ckpt")
+    reconstructions = _Under("reconstructions")
+    status_file = _Under("job_status.json")
 
     def __init__(self, path: str | Path) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -127,43 +139,11 @@ class RunFolder:
         """The run that wrote ``ckpt`` (``<run>/checkpoints/<file>.ckpt``)."""
         return cls(Path(ckpt).absolute().parent.parent)
 
-    # ------------------------------------------------------------------------ where
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def overrides_file(self) -> Path:
-        return self.path / self.OVERRIDES
-
-    @property
-    def csv_log(self) -> Path:
-        return self.path / self.CSV_LOG
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / self.CHECKPOINTS
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
     @property
     def evaluation(self) -> RunFolder:
-        """The folder ``scripts/evaluate.py`` writes into when a benchmark evaluates it."""
-        return RunFolder(self.path / self.EVALUATION)
-
-    @property
-    def reconstructions(self) -> Path:
-        return self.path / self.RECONSTRUCTIONS
-
-    @property
-    def status_file(self) -> Path:
-        return self.path / self.STATUS
+        """The folder ``python -m autoencoder.evaluate`` writes into when a benchmark
+        evaluates the run."""
+        return RunFolder(self.path / "evaluation")
 
     # ------------------------------------------------------------------ read and write
     def is_job(self) -> bool:

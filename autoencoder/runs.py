@@ -27,7 +27,7 @@ from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.run_folder import RunFolder
 
-RUN_CONFIG = RunFolder.CONFIG
+RUN_CONFIG = RunFolder.config_file
 _MODEL_SECTIONS = ("encoder", "decoder", "model", "optimizer", "data")
 
 

@@ -2,30 +2,11 @@
 
     python scripts/figures.py [--output docs/figures] [--runs outputs/figures] [NAME ...]
 
-NAME: architecture, phases, quickstart (default: all three). phases and quickstart train a
-run each through scripts/train.py (about a minute each on 2 CPU cores).
+NAME: architecture, phases, quickstart (default: all three). The same as
+``python -m autoencoder.figures`` (see that module).
 """
 
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-from autoencoder.figures import FIGURES, make
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(FIGURES)}")
-    parser.add_argument("--output", type=Path, default=Path("docs/figures"))
-    parser.add_argument("--runs", type=Path, default=Path("outputs/figures"))
-    args = parser.parse_args()
-    unknown = sorted(set(args.names) - set(FIGURES))
-    if unknown:
-        parser.error(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    for path in make(args.names or FIGURES, args.output, args.runs):
-        print(f"wrote {path}")
-
+from autoencoder.figures import main
 
 if __name__ == "__main__":
     main()

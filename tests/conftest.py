@@ -23,12 +23,14 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from autoencoder.config import CONFIG_DIR, compose_config
+from autoencoder.config import compose_config, config_dir
 from autoencoder.examples import TWO_PHASES
 from autoencoder.pretrain import pretrain
 from autoencoder.train import train
 
-ROOT = CONFIG_DIR.parent
+# The checkout under test and its configs.
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = config_dir()
 # One batch of train, val and test: a few seconds of real training on 2 CPU cores.
 ONE_BATCH = (
     "+trainer.limit_train_batches=1",

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from autoencoder.benchmarks import quality
+from autoencoder.benchmarks import baselines, plots, quality
 from autoencoder.benchmarks.tables import Table
+from autoencoder.plotting import pyplot
 from tests.conftest import make_images, run_script
 
 # A from-scratch ResNet-18 to layer1 with the stem's max-pool, without the weights' average
@@ -95,6 +96,7 @@ def test_the_speed_part_measures_every_variant_and_writes_its_figures(
         "bare-frozen",
         "bare-contiguous",
         "bare-bf16",
+        "pipeline-bf16",
     }
     for variant in figures["variants"].values():
         assert variant["seconds"] > 0
@@ -118,6 +120,26 @@ def test_the_speed_part_measures_every_variant_and_writes_its_figures(
     assert (out / "speed.png").stat().st_size > 0 and (out / "speed.md").is_file()
 
 
+def test_the_overhead_part_costs_each_part_of_the_pipeline(arrays: Path, tmp_path: Path) -> None:
+    out = tmp_path / "overhead"
+    result = benchmark(
+        out, "speed", arrays, "--overhead", "--steps", "3", "--warmup", "1", *SMALL_MODEL
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["part"].strip(): row for row in csv.DictReader((out / "overhead.csv").open())}
+    bare = float(rows["bare loop (forward, loss, backward, AdamW step)"]["ms/step"])
+    pipeline = rows["pipeline (scripts/train.py)"]
+    assert float(pipeline["cost (ms/step)"]) == pytest.approx(float(pipeline["ms/step"]) - bare)
+    switched = [name for name in rows if name.endswith(": off")]
+    # SMALL_MODEL trains without the average: there is no weight average to switch off
+    assert len(switched) == 5 and not any("weight average" in name for name in switched)
+    for name in switched:
+        cost = float(pipeline["ms/step"]) - float(rows[name]["ms/step"])
+        assert float(rows[name]["cost (ms/step)"]) == pytest.approx(cost, abs=0.01)
+    loop = rows["the loop itself (every part above off)"]
+    assert float(loop["cost (ms/step)"]) == pytest.approx(float(loop["ms/step"]) - bare, abs=0.01)
+
+
 # ----------------------------------------------------------------------------- quality
 
 
@@ -125,7 +147,7 @@ def test_pca_with_every_component_reconstructs_exactly_and_fewer_lose() -> None:
     torch.manual_seed(0)
     train = torch.rand(256, 3, 8, 8)
     test = torch.rand(8, 3, 8, 8)
-    results = quality.pca_baseline(train, test, [4, 192])
+    results = baselines.pca_baseline(train, test, [4, 192])
     assert results[192]["mse"] == pytest.approx(0.0, abs=1e-10)
     assert results[192]["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert results[4]["mse"] > 0.01
@@ -133,15 +155,15 @@ def test_pca_with_every_component_reconstructs_exactly_and_fewer_lose() -> None:
 
 
 def test_reaching_a_target_is_read_or_extrapolated_on_log_epochs() -> None:
-    assert quality.epochs_to_reach([20, 21, 22.5, 23], 22) == 3
+    assert baselines.epochs_to_reach([20, 21, 22.5, 23], 22) == 3
     # 20 + 2 ln(epoch): reaches 26 dB at e^3 epochs
     curve = [20 + 2 * math.log(e) for e in range(1, 11)]
-    assert quality.epochs_to_reach(curve, 26) == pytest.approx(math.e**3)
-    assert quality.epochs_to_reach([20, 19, 18, 17], 26) is None
+    assert baselines.epochs_to_reach(curve, 26) == pytest.approx(math.e**3)
+    assert baselines.epochs_to_reach([20, 19, 18, 17], 26) is None
     assert quality.Layout(8, 8).channels(256) == 4 and quality.Layout(8, 8).channels(1000) is None
-    assert quality.extrapolation_cell(315.2, 10) == 315.2
-    assert quality.extrapolation_cell(2.5e8, 10) == "> 1000"
-    assert quality.extrapolation_cell(None, 10) is None
+    assert baselines.extrapolation_cell(315.2, 10) == 315.2
+    assert baselines.extrapolation_cell(2.5e8, 10) == "> 1000"
+    assert baselines.extrapolation_cell(None, 10) is None
 
 
 def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
@@ -168,14 +190,79 @@ def test_the_quality_part_trains_each_size_and_stands_it_next_to_pca(
         ("small", "256"),
         ("public report (ResNet-34)", "1000"),  # 1000 is not a whole 8 x 8 layout
     ]
-    for row in rows[:2]:
-        metrics = json.loads(next((out / "quality" / "small").glob("*/metrics.json")).read_text())
+    for row in rows[:2]:  # one run per size, in <runs>/quality/<config>/<floats>/
+        metrics = json.loads(
+            (out / "quality" / "small" / row["floats"] / "metrics.json").read_text()
+        )
+        assert metrics["latent_floats"] == int(row["floats"]) and metrics["epochs"] == 1
+        assert row["latent"] == f"{int(row['floats']) // 64} x 8 x 8"
         assert float(row["PSNR (dB)"]) == pytest.approx(-10 * math.log10(float(row["test MSE"])))
         assert float(row["PSNR - PCA (dB)"]) == pytest.approx(
             float(row["PSNR (dB)"]) - float(row["PCA PSNR (dB)"])
         )
-        assert metrics["latent_floats"] in (64, 256)
     assert float(rows[2]["PSNR (dB)"]) == pytest.approx(23.62, abs=0.01)
+    notes = (out / "quality.md").read_text()
+    assert "PCA: fitted on the training split of small" in notes
+    assert "21.5 / 23.9 / 26.8 / 28.9 dB at 64 / 128 / 256 / 384 latent floats" in notes
+
+
+def test_a_config_with_the_floats_placeholder_sets_each_size_itself(
+    arrays: Path, tmp_path: Path
+) -> None:
+    base = ("data=arrays", f"data.path={arrays}", "encoder.weights=null")
+    # ResNet-18 to layer4 with the stem's max-pool: 32x downsampling, a 1 x 1 latent grid
+    sized = (*base, "encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels={floats}")
+    planned = quality.plan({"sized": sized}, [64, 256], tmp_path, quality.QUICK)
+    assert [(run.floats, run.overrides[len(base) :]) for run in planned] == [
+        (64, ("encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels=64")),
+        (256, ("encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels=256")),
+    ]  # formatted per size, and no model.latent_channels of the benchmark's own
+    assert planned[1].folder.path == tmp_path / "quality" / "sized" / "256"
+    assert quality.train_command(planned[1], 3)[1:3] == ["-m", "autoencoder.train"]
+
+    unsized = (*base, "layout=depth2", "model.latent_channels={floats}")
+    with pytest.raises(SystemExit, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:
+        quality.plan({"unsized": unsized}, [64], tmp_path, quality.QUICK)
+    assert "make it set model.latent_channels=1 (its latent grid is 8 x 8)" in str(info.value)
+
+
+def test_pcas_note_names_the_split_it_was_fitted_on(arrays: Path, tmp_path: Path) -> None:
+    base = ("data=arrays", f"data.path={arrays}", "encoder.weights=null", "layout=depth2")
+    same = quality.plan(
+        {"a": base, "b": (*base, "data.batch_size=8", "data.horizontal_flip=true")},
+        [256],
+        tmp_path,
+        quality.FULL,
+    )
+    assert quality.pca_note(same) == (
+        "PCA: fitted on the training split of a, as many components as latent floats; every "
+        "config trains on the same split."
+    )
+    fewer = quality.plan(
+        {"a": base, "b": (*base, "data.train_subset=40")}, [256], tmp_path, quality.FULL
+    )
+    assert "Other configs set other data (b: data.train_subset=40)" in quality.pca_note(fewer)
+
+
+def test_the_curves_draw_pca_dashed_and_the_uva_reference_dotted_where_it_has_a_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = {}
+    monkeypatch.setattr(
+        plots, "save_figure", lambda figure, path, **_: drawn.setdefault("f", figure)
+    )
+    curves = {64: {"small": [18.0, 19.0]}, 1024: {"small": [25.0, 26.0]}}
+    reference = {baselines.UVA_LABEL: baselines.UVA_REFERENCE}
+    plots.quality_curves(curves, {64: 20.9, 1024: 30.0}, tmp_path / "c.png", None, reference)
+    for ax, uva in zip(drawn["f"].axes, (21.5, None), strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert lines["PCA (test)"].get_linestyle() == "--"
+        if uva is None:
+            assert baselines.UVA_LABEL not in lines  # the tutorial has no 1024-float model
+        else:
+            assert lines[baselines.UVA_LABEL].get_linestyle() == ":"
+            assert list(lines[baselines.UVA_LABEL].get_ydata()) == [uva, uva]
+    pyplot().close(drawn["f"])
 
 
 @pytest.mark.slow  # three trainings and an evaluation, a fresh interpreter each

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoencoder.data import ArraysDataModule, SyntheticDataModule
-from autoencoder.data.base import source_of
+from autoencoder.data import ArraysDataModule, SyntheticDataModule, source_of
 from autoencoder.errors import ConfigError
 from tests.conftest import make_images
 

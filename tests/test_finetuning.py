@@ -582,7 +582,7 @@ def test_from_flat_takes_every_field_of_every_group_with_its_default() -> None:
     import dataclasses
     import inspect
 
-    from autoencoder.finetuning import OPTION_GROUPS
+    from autoencoder.finetuning_options import OPTION_GROUPS
 
     parameters = inspect.signature(TwoPhaseFinetuning.from_flat).parameters
     expected = {

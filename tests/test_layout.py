@@ -22,10 +22,12 @@ FLOORS = {
     "probe": 0,
     "loggers": 0,
     "run_folder": 0,
+    "plotting": 0,
     # 1: building blocks
     "models": 1,
     "data": 1,
     "finetuning": 1,
+    "finetuning_options": 1,
     "callbacks": 1,
     "start_score": 1,
     # 2: job plumbing

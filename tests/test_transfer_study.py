@@ -73,8 +73,8 @@ def test_each_strategy_is_one_train_command_from_its_start(study: transfer.Study
         assert command[:3] == [sys.executable, "-m", "autoencoder.train"]
         folder = study.runs / "transfer3" / "1000" / "5ep" / strategy / "seed2"
         assert command[3:] == [
-            *overrides,
             *study.base,
+            *overrides,
             "data.train_subset=1000",
             "trainer.max_epochs=5",
             "seed=2",
@@ -140,3 +140,76 @@ def test_the_regime_table_reads_start_slope_budget_probe_and_returned_starts(
     assert rows["source"]["test PSNR, 5 epochs"] == "25.00"
     assert rows["source"]["probe acc (%)"] == "55.0"
     assert rows["source"]["seeds"] == "-"
+
+
+@pytest.mark.slow  # a source run, then every strategy's run and evaluation in a fresh process
+def test_the_transfer_part_trains_evaluates_and_tabulates(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.conftest import make_images, run_script
+    from tests.test_benchmark import SMALL_MODEL
+
+    data = tmp_path / "labelled"
+    data.mkdir()
+    for split, count, seed in (("train", 160, 0), ("test", 40, 1)):
+        labels = np.arange(count) % 4
+        np.savez(data / f"{split}.npz", images=make_images(count, seed=seed), labels=labels)
+    source = tmp_path / "source"
+    trained = run_script(
+        "train.py",
+        "data=arrays",
+        f"data.path={data}",
+        "data.classes=[0,1]",
+        "finetune=full",
+        "trainer.max_epochs=2",
+        "logger=csv",
+        *SMALL_MODEL,
+        f"hydra.run.dir={source}",
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "tables"
+    result = run_script(
+        "benchmark.py",
+        "--output",
+        str(out),
+        "--runs",
+        str(tmp_path / "runs"),
+        "transfer",
+        "--data-dir",
+        str(data),
+        "--source",
+        str(source),
+        "--regimes",
+        "24",
+        "--epochs",
+        "2",
+        "--seeds",
+        "1",
+        "--strategies",
+        "scratch",
+        "source",
+        "source_full",
+        "encoder_two_phase",
+        "--long-epochs",
+        "3",
+        "--long-regimes",
+        "24",
+        "--long-strategies",
+        "source_full",
+        "--target-classes",
+        "2",
+        "3",
+        "--probe-train-images",
+        "30",
+        "data.val_fraction=0.25",
+        *SMALL_MODEL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["strategy"]: row for row in csv.DictReader((out / "transfer3_24.csv").open())}
+    assert list(rows) == ["scratch", "source", "source_full", "encoder_two_phase"]
+    for name in ("scratch", "source_full", "encoder_two_phase"):
+        assert float(rows[name]["before step 1: val PSNR"]) > 0, "every run scored its start"
+        assert 0 <= float(rows[name]["probe acc (%)"]) <= 100
+    assert float(rows["source_full"]["test PSNR, 3 epochs"]) > 0
+    assert rows["scratch"]["test PSNR, 3 epochs"] == "-"  # not run at the longer budget
+    assert (out / "transfer3_curves.png").stat().st_size > 0

@@ -1,7 +1,8 @@
 """The benchmark's figures: the transfer study's learning curves from each run's start, the
 quality learning curves against PCA, and the speed bars.
 
-matplotlib comes with the ``dev`` extra; only these functions import it.
+matplotlib comes with the ``dev`` extra; :mod:`autoencoder.plotting` imports it when a
+figure is drawn.
 """
 
 from __future__ import annotations
@@ -10,14 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from autoencoder.plotting import pyplot, save_figure
 
 
 def _band(
@@ -49,11 +43,14 @@ def quality_curves(
     pca: Mapping[int, float],
     path: Path,
     first_epochs: Mapping[str, int] | None = None,
+    references: Mapping[str, Mapping[int, float]] | None = None,
 ) -> Path:
     """Validation PSNR per epoch of each run, one panel per latent size, with PCA's test
-    PSNR at that size as a horizontal line. ``first_epochs`` gives the epoch a curve starts
-    at (1 by default; later for a run started from another run's weights)."""
-    plt = _pyplot()
+    PSNR at that size as a dashed horizontal line and each of ``references`` (label: test
+    PSNR by latent floats) as a dotted one where it has a value for that size.
+    ``first_epochs`` gives the epoch a curve starts at (1 by default; later for a run
+    started from another run's weights)."""
+    plt = pyplot()
     sizes = sorted(curves)
     figure, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.8), squeeze=False)
     for ax, floats in zip(axes[0], sizes, strict=True):
@@ -63,21 +60,20 @@ def quality_curves(
             ax.plot(epochs, curve, marker="o", markersize=2.5, label=label)
         if floats in pca:
             ax.axhline(pca[floats], color="black", linestyle="--", lw=1, label="PCA (test)")
+        for label, values in (references or {}).items():
+            if floats in values:
+                ax.axhline(values[floats], color="0.35", linestyle=":", lw=1.2, label=label)
         ax.set_title(f"{floats} latent floats")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation PSNR (dB)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def speed_bars(speed: Mapping[str, Any], path: Path) -> Path:
     """Images per second of each variant of the speed part (``speed.json``), as bars."""
-    plt = _pyplot()
+    plt = pyplot()
     variants = speed["variants"]
     names = list(variants)
     rates = [variants[name]["images_per_second"] for name in names]
@@ -92,11 +88,7 @@ def speed_bars(speed: Mapping[str, Any], path: Path) -> Path:
     subtitle = f"; pipeline / bare loop {ratio:.2f}" if ratio else ""
     ax.set_title(f"{speed['machine']}{subtitle}", fontsize=9)
     ax.set_xlim(0, max(rates) * 1.15)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 START_COLOURS = {
@@ -117,7 +109,7 @@ def transfer_start_curves(regimes: Mapping[int, Any], path: Path) -> Path:
     before the first step) through every epoch, one panel per regime, one line per strategy
     (mean over seeds, band from the lowest to the highest seed), the source as it is as a
     dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4.6), squeeze=False)
     for ax, (images, regime) in zip(axes[0], sorted(regimes.items()), strict=True):
         for strategy, colour in START_COLOURS.items():
@@ -137,8 +129,4 @@ def transfer_start_curves(regimes: Mapping[int, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("validation PSNR (dB)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)

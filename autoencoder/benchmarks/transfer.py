@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoencoder.benchmarks.tables import Table
-from autoencoder.cli import job_command
+from autoencoder.cli import job_command, launch
 from autoencoder.run_folder import RunFolder
 
 FOLDER = "transfer3"
@@ -106,11 +105,12 @@ class Study:
         return [o.format(**values) for o in overrides]
 
     def train_command(self, images: int, epochs: int, strategy: str, seed: int) -> list[str]:
-        """The target run of one regime, budget, strategy and seed."""
+        """The target run of one regime, budget, strategy and seed (the strategy's overrides
+        after the base's: the strategy decides the start)."""
         return job_command(
             "train",
-            *self._filled(STRATEGIES[strategy].overrides),
             *self.base,
+            *self._filled(STRATEGIES[strategy].overrides),
             f"data.train_subset={images}",
             f"trainer.max_epochs={epochs}",
             f"seed={seed}",
@@ -341,11 +341,6 @@ def run(
 def _train_and_evaluate(study: Study, images: int, epochs: int, strategy: str, seed: int) -> None:
     run_folder = study.folder(images, epochs, strategy, seed)
     if STRATEGIES[strategy].trains and not run_folder.is_finished():
-        _launch(study.train_command(images, epochs, strategy, seed))
+        launch(study.train_command(images, epochs, strategy, seed))
     if run_folder.evaluation.metrics() is None:
-        _launch(study.evaluate_command(run_folder, images))
-
-
-def _launch(command: list[str]) -> None:
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
+        launch(study.evaluate_command(run_folder, images))

@@ -6,7 +6,8 @@ such as ``autoencoder.data.ArraysDataModule`` (in ``conf/data/`` and in the save
 """
 
 from autoencoder.data.arrays import ArraysDataModule
-from autoencoder.data.base import ImageDataModule, source_of, to_rgb
+from autoencoder.data.base import ImageDataModule
+from autoencoder.data.datasets import source_of, to_rgb
 from autoencoder.data.folder import FolderDataModule
 from autoencoder.data.on_device import DeviceBatches, EpochSeededSampler
 from autoencoder.data.synthetic import SyntheticDataModule, generate_shapes

@@ -1,4 +1,5 @@
-"""The base of every datamodule: transforms, loaders, the validation split, and helpers.
+"""The base of every datamodule: transforms, loaders and the validation split (the dataset
+wrappers the splits are made of: :mod:`autoencoder.data.datasets`).
 
 Every datamodule produces float32 RGB images in ``[0, 1]`` of shape ``(B, 3, H, W)`` and
 int64 labels (``-1`` where a dataset has no labels). Random augmentation is applied to the
@@ -20,106 +21,24 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Subset, random_split
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from autoencoder.data.datasets import (
+    Relabelled,
+    TransformedDataset,
+    check_fraction,
+    check_positive_int,
+    dataset_labels,
+    seeded_split,
+)
 from autoencoder.data.on_device import DeviceBatches, EpochSeededSampler, lightning_shard
 from autoencoder.errors import ConfigError
 
 # data.on_device=auto draws training batches on a CUDA device when the training images take
 # at most this share of its free memory, leaving the rest to the model.
 AUTO_DEVICE_MEMORY_SHARE = 0.25
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image (grayscale, RGBA, palette, 16-bit, ...) to 8-bit RGB.
-
-    PIL's own ``convert("RGB")`` clips 16/32-bit integer images to 0..255 instead of scaling
-    them, which turns most 16-bit images white, so integer modes are rescaled from the 16-bit
-    range first.
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I"):
-        values = np.asarray(image, dtype=np.float64)
-        eight_bit = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(eight_bit).convert("RGB")
-    if image.mode == "P":
-        # Going through RGBA avoids PIL's warning about palette transparency.
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-class _Relabelled(Dataset):
-    """The items of ``base`` at ``indices``, each label mapped through ``mapping``."""
-
-    def __init__(self, base: Dataset, indices: Sequence[int], mapping: dict[int, int]) -> None:
-        self.base = Subset(base, list(indices))
-        self.mapping = mapping
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.base[index]
-        return image, self.mapping[int(label)]
-
-
-def dataset_labels(dataset: Dataset) -> np.ndarray:
-    """Every label of ``dataset`` (``-1`` where unlabelled), read without decoding images where
-    the dataset keeps them in an attribute (arrays, torchvision sets), else item by item."""
-    if isinstance(dataset, Subset):
-        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
-    for attribute in ("labels", "targets"):
-        if hasattr(dataset, attribute):
-            values = getattr(dataset, attribute)
-            if values is None:  # an arrays file without labels
-                return np.full(len(dataset), -1, dtype=np.int64)  # type: ignore[arg-type]
-            return np.asarray(values, dtype=np.int64)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]
-
-
-class _TransformedDataset(Dataset):
-    """Applies a transform to the image of each ``(image, label)`` pair of another dataset."""
-
-    def __init__(self, base: Dataset, transform: Callable[[Any], torch.Tensor]) -> None:
-        self.base = base
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.base[index]
-        if isinstance(image, Image.Image):
-            image = to_rgb(image)
-        return self.transform(image), int(label)
-
-
-def check_fraction(name: str, value: float, example: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ConfigError(
-            f"data.{name} must be between 0 and 1 (exclusive), got {value}. "
-            f"Use e.g. data.{name}={example}."
-        )
-    return float(value)
-
-
-def check_positive_int(name: str, value: Any, example: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"data.{name} must be a positive integer, got {value!r}. "
-            f"Use e.g. data.{name}={example}."
-        )
-    return value
-
-
-def seeded_split(dataset: Dataset, lengths: Sequence[int], seed: int) -> list[Dataset]:
-    """Deterministic random split: the same seed and lengths always give the same subsets."""
-    generator = torch.Generator().manual_seed(seed)
-    return list(random_split(dataset, list(lengths), generator=generator))
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -295,9 +214,9 @@ class ImageDataModule(pl.LightningDataModule):
             generator = torch.Generator().manual_seed(self.split_seed)
             keep = torch.randperm(len(train), generator=generator)[: self.train_subset]  # type: ignore[arg-type]
             train = Subset(train, sorted(keep.tolist()))
-        self.train_set = _TransformedDataset(train, self._transform(train=True))
-        self.val_set = _TransformedDataset(val, self._transform(train=False))
-        self.test_set = _TransformedDataset(test, self._transform(train=False))
+        self.train_set = TransformedDataset(train, self._transform(train=True))
+        self.val_set = TransformedDataset(val, self._transform(train=False))
+        self.test_set = TransformedDataset(test, self._transform(train=False))
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         """The training batches, drawn on the training device or loaded per image as
@@ -395,7 +314,7 @@ class ImageDataModule(pl.LightningDataModule):
         it is not held in memory."""
         self.setup()
         if self._train_tensors is None:
-            assert isinstance(self.train_set, _TransformedDataset)
+            assert isinstance(self.train_set, TransformedDataset)
             stacked = self._stack(self.train_set.base)
             if stacked is None:
                 return None
@@ -406,7 +325,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _stack(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Every image and label of a raw training split (through its ``Subset`` and
         relabelling wrappers) as two tensors, or ``None`` when it is not held in memory."""
-        if isinstance(dataset, _Relabelled):
+        if isinstance(dataset, Relabelled):
             stacked = self._stack(dataset.base)
             if stacked is None:
                 return None
@@ -487,7 +406,7 @@ class ImageDataModule(pl.LightningDataModule):
                 f"have (its labels are 0 .. {count - 1})."
             )
         mapping = {label: index for index, label in enumerate(self.classes)}
-        return _Relabelled(dataset, np.flatnonzero(np.isin(labels, self.classes)), mapping)
+        return Relabelled(dataset, np.flatnonzero(np.isin(labels, self.classes)), mapping)
 
     def _carve_val(self, train: Dataset) -> tuple[Dataset, Dataset]:
         """Hold out ``val_fraction`` of ``train`` (at least one item each) for validation."""
@@ -504,22 +423,3 @@ class ImageDataModule(pl.LightningDataModule):
 
 def _mebibytes(tensor: torch.Tensor) -> float:
     return tensor.numel() * tensor.element_size() / 2**20
-
-
-def source_of(dataset: Dataset, index: int) -> int | str:
-    """Where item ``index`` of a datamodule split comes from.
-
-    The file path for datasets of files (those with a ``source(index)`` method, as image
-    folders); otherwise the index in the underlying dataset (the row of
-    ``train.npz``/``test.npz``, the index in a torchvision set), through the val and
-    train-subset ``Subset`` wrappers.
-    """
-    while True:
-        if isinstance(dataset, (_TransformedDataset, _Relabelled)):
-            dataset = dataset.base
-        elif isinstance(dataset, Subset):
-            index, dataset = int(dataset.indices[index]), dataset.dataset
-        elif hasattr(dataset, "source"):
-            return dataset.source(index)
-        else:
-            return index

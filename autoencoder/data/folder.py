@@ -11,7 +11,8 @@ from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
-from autoencoder.data.base import ImageDataModule, check_fraction, seeded_split, to_rgb
+from autoencoder.data.base import ImageDataModule
+from autoencoder.data.datasets import check_fraction, seeded_split, to_rgb
 from autoencoder.errors import ConfigError
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -28,7 +29,7 @@ class _FileDataset(Dataset):
         return len(self.items)
 
     def source(self, index: int) -> str:
-        """The file behind item ``index`` (see :func:`~autoencoder.data.base.source_of`)."""
+        """The file behind item ``index`` (see :func:`~autoencoder.data.datasets.source_of`)."""
         return str(self.items[index][0])
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from autoencoder.data.base import ImageDataModule, check_positive_int
+from autoencoder.data.base import ImageDataModule
+from autoencoder.data.datasets import check_positive_int
 from autoencoder.errors import ConfigError
 
 # The kinds of shape drawn, in the order of _signed_distances.

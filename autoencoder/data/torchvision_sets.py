@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,32 @@ from autoencoder.data.base import ImageDataModule
 from autoencoder.errors import ResourceUnavailableError, error_summary
 
 
-class _TorchvisionDataModule(ImageDataModule):
-    """A torchvision dataset with a train and a test split; val is carved from train."""
+@dataclass(frozen=True)
+class TorchvisionSet:
+    """One of torchvision's labelled sets: what a datamodule of it needs to know.
 
-    _display_name: str
-    _subdir: str
-    _size: int
-    _classes: int
+    Attributes:
+        display_name: its name in messages.
+        subdir: the folder torchvision extracts it into under ``data.root``.
+        size: its images' side in pixels.
+        classes: its number of labels.
+        dataset: torchvision's class; ``split_argument``: whether it takes
+            ``split="train"|"test"`` (STL-10) rather than ``train=True|False``.
+    """
+
+    display_name: str
+    subdir: str
+    size: int
+    classes: int
+    dataset: type[torchvision.datasets.VisionDataset]
+    split_argument: bool = False
+
+
+class _TorchvisionDataModule(ImageDataModule):
+    """A torchvision dataset (:attr:`source`) with a train and a test split; val is carved
+    from train."""
+
+    source: TorchvisionSet
 
     def __init__(self, root: str | Path = "data", download: bool = True, **base: Any) -> None:
         super().__init__(**base)
@@ -29,7 +49,12 @@ class _TorchvisionDataModule(ImageDataModule):
         self.download = bool(download)
 
     def _construct(self, train: bool) -> Dataset:
-        raise NotImplementedError
+        split = (
+            {"split": "train" if train else "test"}
+            if self.source.split_argument
+            else {"train": train}
+        )
+        return self.source.dataset(str(self.root), download=self.download, **split)
 
     def _open(self, train: bool) -> Dataset:
         try:
@@ -41,9 +66,10 @@ class _TorchvisionDataModule(ImageDataModule):
             else:
                 problem = "was not downloaded (data.download=false)"
                 first_fix = "set data.download=true with internet access"
+            name, subdir = self.source.display_name, self.source.subdir
             raise ResourceUnavailableError(
-                f"{self._display_name} is not in {self.root} and {problem}. Either {first_fix}, "
-                f"put the extracted dataset under data.root=<DIR> (as <DIR>/{self._subdir}), "
+                f"{name} is not in {self.root} and {problem}. Either {first_fix}, "
+                f"put the extracted dataset under data.root=<DIR> (as <DIR>/{subdir}), "
                 "or train from local arrays: data=arrays data.path=<DIR with train.npz and "
                 "test.npz>."
             ) from exc
@@ -58,10 +84,10 @@ class _TorchvisionDataModule(ImageDataModule):
         return train, val, self._open(train=False)
 
     def _native_hw(self) -> tuple[int, int]:
-        return (self._size, self._size)
+        return (self.source.size, self.source.size)
 
     def _label_count(self) -> int | None:
-        return self._classes
+        return self.source.classes
 
     def _pixels(self, dataset: Dataset) -> torch.Tensor | None:
         """The uint8 array torchvision keeps every image of these sets in, as a tensor view:
@@ -79,35 +105,18 @@ class _TorchvisionDataModule(ImageDataModule):
 class CIFAR10DataModule(_TorchvisionDataModule):
     """CIFAR-10 (32x32, 10 classes) from torchvision; downloads into ``root`` if missing."""
 
-    _display_name = "CIFAR-10"
-    _subdir = "cifar-10-batches-py"
-    _size = 32
-    _classes = 10
-
-    def _construct(self, train: bool) -> Dataset:
-        return torchvision.datasets.CIFAR10(str(self.root), train=train, download=self.download)
+    source = TorchvisionSet("CIFAR-10", "cifar-10-batches-py", 32, 10, torchvision.datasets.CIFAR10)
 
 
 class CIFAR100DataModule(_TorchvisionDataModule):
     """CIFAR-100 (32x32, 100 fine classes) from torchvision; downloads into ``root``."""
 
-    _display_name = "CIFAR-100"
-    _subdir = "cifar-100-python"
-    _size = 32
-    _classes = 100
-
-    def _construct(self, train: bool) -> Dataset:
-        return torchvision.datasets.CIFAR100(str(self.root), train=train, download=self.download)
+    source = TorchvisionSet("CIFAR-100", "cifar-100-python", 32, 100, torchvision.datasets.CIFAR100)
 
 
 class STL10DataModule(_TorchvisionDataModule):
     """STL-10 labelled splits (96x96, 10 classes): 'train' gives train/val, 'test' gives test."""
 
-    _display_name = "STL-10"
-    _subdir = "stl10_binary"
-    _size = 96
-    _classes = 10
-
-    def _construct(self, train: bool) -> Dataset:
-        split = "train" if train else "test"
-        return torchvision.datasets.STL10(str(self.root), split=split, download=self.download)
+    source = TorchvisionSet(
+        "STL-10", "stl10_binary", 96, 10, torchvision.datasets.STL10, split_argument=True
+    )

@@ -25,7 +25,7 @@ from autoencoder.models.encoders import (
     IMAGENET_STD,
     check_encoder_name,
     check_input_scale,
-    remove_first_max_pool,
+    remove_stem_pool,
     scale_input,
 )
 from autoencoder.models.steps import conv_memory_format, log_loss
@@ -102,7 +102,7 @@ class Classifier(pl.LightningModule):
         self.num_classes = num_classes
         self.net = torchvision.models.get_model(torchvision_name, num_classes=num_classes)
         if not stem_pool:
-            remove_first_max_pool(name, self.net)
+            remove_stem_pool(name, [self.net])
         self.stem_pool = stem_pool
         self.input_scale = input_scale
         self.lr = lr

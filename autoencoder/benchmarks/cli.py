@@ -1,0 +1,232 @@
+"""The benchmark suite: tables as CSV and Markdown (and figures) under --output.
+
+    python -m autoencoder.benchmarks speed    --data-dir DIR [--steps 20 --warmup 5]
+                                              [--device cpu|cuda] [--overhead] [OVERRIDES ...]
+    python -m autoencoder.benchmarks transfer --data-dir DIR --source RUN_DIR
+                                              [--classifier-weights PT]
+                                              [--regimes 100 1000 5000] [--epochs 5]
+                                              [--seeds 3 5000=2] [--strategies ...]
+                                              [--long-epochs 20 --long-regimes 1000
+                                               --long-strategies ...]
+                                              [--target-classes 5 6 7 8 9]
+                                              [--probe-train-images 10000] [--from]
+                                              [OVERRIDES ...]
+    python -m autoencoder.benchmarks quality  --data-dir DIR [--floats 64 256 1024]
+                                              [--epochs 20] [--config NAME=OVERRIDES ...]
+                                              [--full] [--from] [OVERRIDES ...]
+
+    python -m autoencoder.benchmarks rank --baseline NAME --sweep NAME=DIR[:OVERRIDES] [...]
+                                          [--metric test/psnr] [--name ranking]
+
+(``python scripts/benchmark.py`` is the same.) OVERRIDES are Hydra overrides of
+``python -m autoencoder.train`` (for example encoder.depth=2), applied to every run of the
+part. Training runs go under --runs, tables and figures under --output; --from summarises
+runs already under --runs instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from autoencoder.benchmarks import quality, ranking, speed, transfer
+from autoencoder.benchmarks.plots import speed_bars
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--output", type=Path, default=Path("outputs/benchmark"), help="tables and figures"
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("outputs/benchmark"), help="the training runs"
+    )
+    parts = parser.add_subparsers(dest="part", required=True)
+
+    speed_part = parts.add_parser("speed", help="pipeline vs bare loop, loader, step costs")
+    speed_part.add_argument("--data-dir", required=True, help="train.npz and test.npz")
+    speed_part.add_argument("--steps", type=int, default=20)
+    speed_part.add_argument("--warmup", type=int, default=5)
+    speed_part.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=(*speed.VARIANTS[2:], "bare-bf16", "bare-fp32", *speed.PIPELINE_PRECISIONS),
+        help="leave out a variant (repeatable), e.g. --skip bare-compile",
+    )
+    speed_part.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda when there is one"
+    )
+    speed_part.add_argument(
+        "--overhead",
+        action="store_true",
+        help="the fixed cost per step, part by part, on a tiny model (overhead.csv/.md)",
+    )
+
+    transfer_part = parts.add_parser("transfer", help="pretrained vs scratch, per geometry")
+    _add_transfer_arguments(transfer_part)
+
+    quality_part = parts.add_parser("quality", help="test PSNR at fixed latent sizes vs PCA")
+    quality_part.add_argument("--data-dir", required=True)
+    quality_part.add_argument("--floats", type=int, nargs="+", default=[64, 256, 1024])
+    quality_part.add_argument("--epochs", type=int, default=20)
+    quality_part.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help='a named config to compare, e.g. --config "old=encoder.depth=4" (repeatable); '
+        'with {floats} in its overrides (--config "recipe=experiment=quality_{floats}") '
+        "they are formatted per size and set the latent size themselves",
+    )
+    quality_part.add_argument(
+        "--full",
+        action="store_true",
+        help="one resumable run per size on the whole training split, with learning curves",
+    )
+    quality_part.add_argument("--from", dest="summarise_only", action="store_true")
+
+    rank_part = parts.add_parser("rank", help="candidate sweeps against a baseline, by seeds")
+    rank_part.add_argument(
+        "--sweep",
+        action="append",
+        required=True,
+        metavar="NAME=DIR[:OVERRIDES]",
+        help="a finished (or running) multirun folder with summary.csv, and what it varies",
+    )
+    rank_part.add_argument("--baseline", required=True)
+    rank_part.add_argument("--metric", default="test/psnr")
+    rank_part.add_argument("--name", default="ranking", help="the table's file name")
+
+    for part in (speed_part, transfer_part, quality_part):
+        part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    args = parser.parse_args(argv)
+
+    if args.part == "rank":
+        sweeps = {}
+        for entry in args.sweep:
+            name, _, rest = entry.partition("=")
+            folder, _, varied = rest.partition(":")
+            sweeps[name] = (Path(folder), varied)
+        ranking.run(sweeps, args.baseline, args.metric, args.output, args.name)
+        return
+    data = [f"data.path={Path(args.data_dir).resolve()}"] if args.data_dir else []
+    if args.part == "speed" and args.overhead:
+        speed.overhead(
+            ["data=arrays", *data, *args.overrides],
+            args.output,
+            args.steps,
+            args.warmup,
+            device_name=args.device,
+        )
+    elif args.part == "speed":
+        speed.run(
+            ["data=arrays", *data, *args.overrides],
+            args.output,
+            args.steps,
+            args.warmup,
+            tuple(args.skip),
+            device_name=args.device,
+        )
+        speed_bars(json.loads((args.output / "speed.json").read_text()), args.output / "speed.png")
+    elif args.part == "transfer":
+        _run_transfer(args, data)
+    else:
+        named = dict(entry.split("=", 1) for entry in args.config) or {"default": ""}
+        configs = {
+            name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
+            for name, text in named.items()
+        }
+        quality.run(
+            configs,
+            args.floats,
+            args.epochs,
+            args.runs,
+            args.output,
+            full=args.full,
+            train=not args.summarise_only,
+        )
+
+
+# ----------------------------------------------------------------- the transfer part
+def _add_transfer_arguments(transfer_part: argparse.ArgumentParser) -> None:
+    transfer_part.add_argument("--data-dir", required=True)
+    transfer_part.add_argument(
+        "--source", type=Path, required=True, help="the source autoencoder's run folder"
+    )
+    transfer_part.add_argument(
+        "--classifier-weights", help="a classifier proxy, for classifier_two_phase"
+    )
+    transfer_part.add_argument("--regimes", type=int, nargs="+", default=[100, 1000, 5000])
+    transfer_part.add_argument("--epochs", type=int, default=5)
+    transfer_part.add_argument(
+        "--seeds",
+        nargs="+",
+        default=["3"],
+        metavar="N|IMAGES=N",
+        help="seeds 1 .. N for every regime, or per regime (5000=2)",
+    )
+    transfer_part.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(transfer.STRATEGIES),
+        choices=transfer.STRATEGIES,
+    )
+    transfer_part.add_argument(
+        "--long-epochs", type=int, help="a longer budget, for the asymptote (e.g. 20)"
+    )
+    transfer_part.add_argument("--long-regimes", type=int, nargs="+", default=[1000])
+    transfer_part.add_argument(
+        "--long-strategies", nargs="+", default=[], choices=transfer.STRATEGIES
+    )
+    transfer_part.add_argument(
+        "--target-classes", type=int, nargs="+", help="the labels the targets train on"
+    )
+    transfer_part.add_argument("--probe-train-images", type=int, default=10000)
+    transfer_part.add_argument("--from", dest="summarise_only", action="store_true")
+
+
+def _seeds(entries: Sequence[str], regimes: Sequence[int]) -> dict[int, int]:
+    """``["3", "5000=2"]``: 3 seeds in every regime but 5,000 images, which has 2."""
+    default = next((int(entry) for entry in entries if "=" not in entry), 1)
+    seeds = dict.fromkeys(regimes, default)
+    for entry in entries:
+        if "=" in entry:
+            images, count = entry.split("=", 1)
+            seeds[int(images)] = int(count)
+    return seeds
+
+
+def _run_transfer(args: argparse.Namespace, data: list[str]) -> None:
+    classes = (
+        [f"data.classes=[{','.join(map(str, args.target_classes))}]"] if args.target_classes else []
+    )
+    study = transfer.Study(
+        source=args.source.resolve(),
+        base=(
+            "data=arrays",
+            *data,
+            *classes,
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            *args.overrides,
+        ),
+        runs=args.runs,
+        classifier=args.classifier_weights and str(Path(args.classifier_weights).resolve()),
+        probe_train_images=args.probe_train_images,
+    )
+    transfer.run(
+        study,
+        args.regimes,
+        args.epochs,
+        _seeds(args.seeds, args.regimes),
+        args.strategies,
+        args.long_epochs,
+        args.long_regimes,
+        args.long_strategies,
+        args.output,
+        train=not args.summarise_only,
+    )
