@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EMAWeightAveraging
+from pytorch_lightning.callbacks import Callback, WeightAveraging
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
@@ -57,8 +57,9 @@ def warmup_ema_multi_avg_fn(
     return update
 
 
-class EMAWeights(EMAWeightAveraging):
-    """Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging`: validation,
+class EMAWeights(WeightAveraging):
+    """An exponential moving average of the weights, on Lightning's
+    :class:`~pytorch_lightning.callbacks.WeightAveraging` (as its `EMAWeightAveraging`): validation,
     checkpoints (their ``state_dict``), testing and everything that loads a checkpoint use
     the averaged weights; ``last.ckpt`` also keeps the current ones, so a resumed run
     continues both.
@@ -102,12 +103,18 @@ class EMAWeights(EMAWeightAveraging):
                 f"callbacks.ema.warmup_power must be > 0, or null for no warm-up; got "
                 f"{warmup_power}."
             )
-        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+        # Lightning's WeightAveraging with the foreach update (Lightning's EMA subclass fixes
+        # a per-tensor avg_fn of a constant decay)
+        super().__init__(multi_avg_fn=warmup_ema_multi_avg_fn(decay, warmup_power))
         self.decay = decay
         self.warmup_power = warmup_power
-        # the foreach update replaces Lightning's per-tensor avg_fn
-        self._kwargs.pop("avg_fn", None)
-        self._kwargs["multi_avg_fn"] = warmup_ema_multi_avg_fn(decay, warmup_power)
+        self.update_starting_at_step = update_starting_at_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """After every optimiser step from ``update_starting_at_step`` on (as Lightning's
+        ``EMAWeightAveraging``), never at an epoch's end."""
+        start = self.update_starting_at_step
+        return step_idx is not None and (start is None or step_idx >= start)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
