@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rank_part.add_argument("--baseline", required=True)
     rank_part.add_argument("--metric", default="test/psnr")
     rank_part.add_argument("--name", default="ranking", help="the table's file name")
+    rank_part.add_argument("--digits", type=int, default=2, help="decimals of the values")
 
     for part in (speed_part, transfer_part, quality_part):
         part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             name, _, rest = entry.partition("=")
             folder, _, varied = rest.partition(":")
             sweeps[name] = (Path(folder), varied)
-        ranking.run(sweeps, args.baseline, args.metric, args.output, args.name)
+        ranking.run(sweeps, args.baseline, args.metric, args.output, args.name, args.digits)
         return
     data = [f"data.path={Path(args.data_dir).resolve()}"] if args.data_dir else []
     if args.part == "speed" and args.overhead:

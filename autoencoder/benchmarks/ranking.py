@@ -45,13 +45,13 @@ def read_sweep(name: str, folder: Path, metric: str, varied: str = "") -> Candid
 
 
 def ranking_table(
-    baseline: Candidate, candidates: list[Candidate], metric: str, title: str
+    baseline: Candidate, candidates: list[Candidate], metric: str, title: str, digits: int = 2
 ) -> Table:
     """One row per candidate: its seeds, mean, spread, gain over the baseline and verdict."""
     table = Table(
         title=title,
         columns=("candidate", "overrides", "seeds", metric, "mean", "spread", "gain", "adopt"),
-        formats={"mean": 2, "spread": 2, "gain": 2},
+        formats={"mean": digits, "spread": digits, "gain": digits},
     )
     for candidate in [baseline, *sorted(candidates, key=lambda c: -c.mean)]:
         is_baseline = candidate is baseline
@@ -61,7 +61,7 @@ def ranking_table(
             candidate=candidate.name,
             overrides=candidate.overrides or "(baseline)",
             seeds=len(candidate.values),
-            **{metric: ", ".join(f"{v:.2f}" for v in candidate.values)},
+            **{metric: ", ".join(f"{v:.{digits}f}" for v in candidate.values)},
             mean=candidate.mean,
             spread=candidate.spread,
             gain=None if is_baseline else gain,
@@ -75,10 +75,15 @@ def ranking_table(
 
 
 def run(
-    sweeps: dict[str, tuple[Path, str]], baseline: str, metric: str, output: Path, name: str
+    sweeps: dict[str, tuple[Path, str]],
+    baseline: str,
+    metric: str,
+    output: Path,
+    name: str,
+    digits: int = 2,
 ) -> Table:
     """Read each named sweep (folder, and the overrides it varies), rank them against
-    ``baseline``, and write ``<name>.csv`` and ``<name>.md``."""
+    ``baseline``, and write ``<name>.csv`` and ``<name>.md`` (values to ``digits``)."""
     found = {
         key: read_sweep(key, folder, metric, varied) for key, (folder, varied) in sweeps.items()
     }
@@ -86,7 +91,7 @@ def run(
         raise SystemExit(f"the baseline sweep {baseline!r} has no finished job")
     candidates = [c for key, c in found.items() if c is not None and key != baseline]
     missing = [key for key, c in found.items() if c is None]
-    table = ranking_table(found[baseline], candidates, metric, f"ranking by {metric}")
+    table = ranking_table(found[baseline], candidates, metric, f"ranking by {metric}", digits)
     if missing:
         table.notes.append(f"not finished yet: {', '.join(missing)}")
     table.write(output, name)
