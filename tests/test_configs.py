@@ -190,6 +190,25 @@ def is_the_adaptation_recipe(built: dict[str, Any]) -> None:
     assert built["model"].lr < 1e-3, "a pretrained decoder at a fresh decoder's rate forgets"
 
 
+def is_a_quality_recipe(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
+    """A reconstruction-quality recipe (experiment=quality_<floats>): its latent grid,
+    trained from scratch with every weight learning (finetune=full) on one cosine, with the
+    shared decoder and average, and no layout (its cut is its own)."""
+
+    def check(built: dict[str, Any]) -> None:
+        assert type(built["datamodule"]) is CIFAR10DataModule
+        _, height, width = built["datamodule_shape"]
+        assert built["model"].latent_shape(height, width) == latent
+        assert any(isinstance(m, ResidualBlock) for m in built["model"].modules())
+        assert built["model"].decoder.progressive
+        assert sum(isinstance(c, EMAWeights) for c in built["trainer"].callbacks) == 1
+        assert built["hydra"].runtime.choices.get("layout") is None
+        assert built["hydra"].runtime.choices.finetune == "full"
+        assert built["model"].scheduler_name == "cosine"
+
+    return check
+
+
 def latent_is(latent: tuple[int, int, int]) -> Callable[[dict[str, Any]], None]:
     """The latent layout (channels x height x width per image) of the default experiment's
     32 px images."""
@@ -302,6 +321,10 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "cifar10_timm"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
     ("experiment", "cifar10_gpu"): is_the_gpu_experiment,
     ("experiment", "adapt"): is_the_adaptation_recipe,
+    ("experiment", "quality_64"): is_a_quality_recipe((4, 4, 4)),
+    ("experiment", "quality_128"): is_a_quality_recipe((2, 8, 8)),
+    ("experiment", "quality_256"): is_a_quality_recipe((4, 8, 8)),
+    ("experiment", "quality_512"): is_a_quality_recipe((2, 16, 16)),
     ("experiment", "folder"): experiment_is(FolderDataModule, (4, 32, 32)),
     ("experiment", "smoke"): experiment_is(SyntheticDataModule, (16, 4, 4), shared=False),
     ("layout", "depth2"): latent_is((4, 8, 8)),
