@@ -28,9 +28,9 @@ def _rates(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("floats", sorted(RECIPES))
 def test_a_quality_recipe_has_its_size_and_one_cosine_over_its_run(floats, tmp_path) -> None:
-    """A fit of one batch per epoch (8 images, batch 8) for the experiment's own number of epochs: the latent
-    has the size's floats, and the rate starts at the peak and follows one cosine to the
-    last step of trainer.max_epochs (not restarted, not cut short)."""
+    """A fit of one batch per epoch (8 images, batch 8) for the experiment's own number of
+    epochs: the latent has the size's floats, and the rate starts at the peak and follows
+    one cosine to the last step of trainer.max_epochs (not restarted, not cut short)."""
     cfg = compose_job(
         "train",
         f"experiment=quality_{floats}",
