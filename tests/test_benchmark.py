@@ -218,7 +218,13 @@ def test_a_config_with_the_floats_placeholder_sets_each_size_itself(
         (256, ("encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels=256")),
     ]  # formatted per size, and no model.latent_channels of the benchmark's own
     assert planned[1].folder.path == tmp_path / "quality" / "sized" / "256"
-    assert quality.train_command(planned[1], 3)[1:3] == ["-m", "autoencoder.train"]
+    command = quality.train_command(planned[1], 3)
+    assert command[1:3] == ["-m", "autoencoder.train"] and "trainer.max_epochs=3" in command
+    # without a budget of its own, a recipe keeps its planned length (and its schedule)
+    assert not any(
+        a.startswith("trainer.max_epochs") for a in quality.train_command(planned[1], None)
+    )
+    assert quality.needs_training(planned[1].folder, None)
 
     unsized = (*base, "layout=depth2", "model.latent_channels={floats}")
     with pytest.raises(SystemExit, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:

@@ -72,7 +72,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     quality_part = parts.add_parser("quality", help="test PSNR at fixed latent sizes vs PCA")
     quality_part.add_argument("--data-dir", required=True)
     quality_part.add_argument("--floats", type=int, nargs="+", default=[64, 256, 1024])
-    quality_part.add_argument("--epochs", type=int, default=20)
+    quality_part.add_argument(
+        "--epochs",
+        type=int,
+        help="the budget of every run (default: 20, or the config's own trainer.max_epochs "
+        "for configs with the {floats} placeholder, the per-size recipes)",
+    )
     quality_part.add_argument(
         "--config",
         action="append",
@@ -141,10 +146,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
             for name, text in named.items()
         }
+        epochs = args.epochs
+        if epochs is None and not any(quality.PLACEHOLDER in text for text in named.values()):
+            epochs = 20
         quality.run(
             configs,
             args.floats,
-            args.epochs,
+            epochs,
             args.runs,
             args.output,
             full=args.full,

@@ -156,15 +156,16 @@ def _check_size(name: str, overrides: Sequence[str], composed: Composed, size: i
 
 
 # ------------------------------------------------------------------------------- launch
-def train_command(run: PlannedRun, epochs: int) -> list[str]:
+def train_command(run: PlannedRun, epochs: int | None) -> list[str]:
     """``python -m autoencoder.train`` of one planned run, resumed from its ``last.ckpt``
-    when it has one."""
+    when it has one; ``epochs`` ``None`` keeps the config's own ``trainer.max_epochs`` (a
+    recipe such as ``experiment=quality_{floats}`` plans its schedule over it)."""
     last = run.folder.last_checkpoint
     return job_command(
         "train",
         *run.overrides,
         "logger=csv",
-        f"trainer.max_epochs={epochs}",
+        *([f"trainer.max_epochs={epochs}"] if epochs is not None else []),
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run.folder.path}",
         *([f"ckpt_path={last}"] if last.is_file() else []),
@@ -175,6 +176,12 @@ def trained_epochs(folder: RunFolder) -> int:
     """The epochs of the run's last finished fit; 0 when none."""
     metrics = folder.metrics()
     return int(metrics.epochs or 0) if metrics is not None else 0
+
+
+def needs_training(folder: RunFolder, epochs: int | None) -> bool:
+    """Fewer than ``epochs`` epochs finished, or, with ``epochs`` ``None`` (the config's own
+    length), no finished fit yet."""
+    return not folder.is_finished() if epochs is None else trained_epochs(folder) < epochs
 
 
 # ------------------------------------------------------------------------------- reader
@@ -436,7 +443,7 @@ def quality_table(
 def run(
     configs: Mapping[str, Sequence[str]],
     floats: Sequence[int],
-    epochs: int,
+    epochs: int | None,
     runs: Path,
     output: Path,
     full: bool = False,
@@ -450,7 +457,7 @@ def run(
     planned = plan(configs, floats, runs, mode)
     if train:
         for planned_run in planned:
-            if trained_epochs(planned_run.folder) < epochs:
+            if needs_training(planned_run.folder, epochs):
                 launch(train_command(planned_run, epochs))
     rows = [row for row in map(read_run, planned) if row is not None]
     if not rows:
