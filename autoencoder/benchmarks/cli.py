@@ -20,8 +20,10 @@
 
 (``python scripts/benchmark.py`` is the same.) OVERRIDES are Hydra overrides of
 ``python -m autoencoder.train`` (for example encoder.depth=2), applied to every run of the
-part. Training runs go under --runs, tables and figures under --output; --from summarises
-runs already under --runs instead of training.
+part; after an option that takes a list (--regimes, --strategies, --floats, ...) they
+follow ``--``, or argparse reads them as more of its values. Training runs go under
+--runs, tables and figures under --output; --from summarises runs already under --runs
+instead of training.
 """
 
 from __future__ import annotations
