@@ -134,7 +134,7 @@ def test_the_regime_table_reads_start_slope_budget_probe_and_returned_starts(
     assert rows["source_full"]["epochs to scratch's final"] == "0, 0"
     assert rows["source_full"]["test PSNR, 5 epochs"] == "25.70 ± 0.14"
     assert rows["source_full"]["test PSNR, 20 epochs"] == "26.10 ± 0.14"
-    assert rows["source_full"]["test PSNR - source's"] == "0.70 ± 0.14"
+    assert rows["source_full"]["test PSNR - source's"] == "0.700 ± 0.141"
     assert rows["source_frozen"]["returned the start"] == "2 of 2"
     assert rows["source_full"]["returned the start"] == "0 of 2"
     assert rows["source"]["test PSNR, 5 epochs"] == "25.00"
