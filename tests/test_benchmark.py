@@ -225,6 +225,9 @@ def test_a_config_with_the_floats_placeholder_sets_each_size_itself(
         a.startswith("trainer.max_epochs") for a in quality.train_command(planned[1], None)
     )
     assert quality.needs_training(planned[1].folder, None)
+    assert planned[1].recipe and planned[1].budget(None) is None and planned[1].budget(3) == 3
+    (plain,) = quality.plan({"plain": (*base, "layout=depth2")}, [256], tmp_path, quality.QUICK)
+    assert not plain.recipe and plain.budget(None) == quality.DEFAULT_EPOCHS
 
     unsized = (*base, "layout=depth2", "model.latent_channels={floats}")
     with pytest.raises(SystemExit, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:

@@ -148,13 +148,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
             for name, text in named.items()
         }
-        epochs = args.epochs
-        if epochs is None and not any(quality.PLACEHOLDER in text for text in named.values()):
-            epochs = 20
         quality.run(
             configs,
             args.floats,
-            epochs,
+            args.epochs,
             args.runs,
             args.output,
             full=args.full,

@@ -52,6 +52,8 @@ from autoencoder.run_folder import RunFolder, RunMetrics
 
 # In a config's overrides: the latent size of the run; the config then sets it itself.
 PLACEHOLDER = "{floats}"
+# the budget of every run without --epochs, but for a recipe's (its own trainer.max_epochs)
+DEFAULT_EPOCHS = 20
 # Data settings that change how batches are made, not which images are in the split.
 LOADING_KEYS = (
     "batch_size",
@@ -103,13 +105,21 @@ class Composed:
 @dataclass(frozen=True)
 class PlannedRun:
     """One config at one latent size: the run's overrides (``model.latent_channels`` among
-    them where the benchmark sets it) and its folder."""
+    them where the benchmark sets it) and its folder; ``recipe``: the config set the size
+    itself (:data:`PLACEHOLDER`), and with it its length."""
 
     config: str
     floats: int
     overrides: tuple[str, ...]
     composed: Composed
     folder: RunFolder
+    recipe: bool = False
+
+    def budget(self, epochs: int | None) -> int | None:
+        """The epochs asked, or without them a recipe's own (``None``), else the default."""
+        if epochs is not None:
+            return epochs
+        return None if self.recipe else DEFAULT_EPOCHS
 
 
 def plan(
@@ -133,7 +143,7 @@ def plan(
                     continue
                 sized = (*overrides, f"model.latent_channels={channels}")
             folder = RunFolder(runs / mode.name / name / str(size))
-            planned.append(PlannedRun(name, size, sized, composed, folder))
+            planned.append(PlannedRun(name, size, sized, composed, folder, templated))
     return planned
 
 
@@ -457,8 +467,9 @@ def run(
     planned = plan(configs, floats, runs, mode)
     if train:
         for planned_run in planned:
-            if needs_training(planned_run.folder, epochs):
-                launch(train_command(planned_run, epochs))
+            budget = planned_run.budget(epochs)
+            if needs_training(planned_run.folder, budget):
+                launch(train_command(planned_run, budget))
     rows = [row for row in map(read_run, planned) if row is not None]
     if not rows:
         raise SystemExit(f"no runs under {runs / mode.name}: train them (without --from)")
