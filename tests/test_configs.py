@@ -39,6 +39,7 @@ from autoencoder.loggers import ResumableCSVLogger
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import ResidualBlock
 from autoencoder.models.encoders import ENCODERS
+from autoencoder.precision import auto_precision, resolve_precision
 from autoencoder.runs import build_model
 from autoencoder.validation import matches, validate_config
 from tests.conftest import CONFIG_DIR, ROOT, compose_job, make_images, run_script
@@ -173,11 +174,12 @@ def is_the_default_experiment(built: dict[str, Any]) -> None:
 
 
 def is_the_gpu_experiment(built: dict[str, Any]) -> None:
-    """The default experiment in bf16, batch 256, compiled (compiling is switched off by the
-    test itself, which runs on a CPU)."""
+    """The default experiment in the precision that fits the device, batch 256, compiled
+    (compiling is switched off by the test itself, which runs on a CPU)."""
     experiment_is(CIFAR10DataModule, (4, 8, 8))(built)
     cfg = built["cfg"]
-    assert (cfg.trainer.precision, cfg.trainer.benchmark) == ("bf16-mixed", True)
+    assert compose_job("train", "experiment=cifar10_gpu").trainer.precision == "auto"
+    assert (cfg.trainer.precision, cfg.trainer.benchmark) == (auto_precision("cpu")[0], True)
     assert built["datamodule"].batch_size == 256 and cfg.data.on_device == "auto"
     assert compose_job("train", "experiment=cifar10_gpu").model.compile is True
 
@@ -205,6 +207,7 @@ def is_a_quality_recipe(latent: tuple[int, int, int]) -> Callable[[dict[str, Any
         assert built["hydra"].runtime.choices.get("layout") is None
         assert built["hydra"].runtime.choices.finetune == "full"
         assert built["model"].scheduler_name == "cosine"
+        assert built["trainer"].precision == auto_precision("cpu")[0]  # precision auto
 
     return check
 
@@ -303,7 +306,8 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("optimizer", "sgd"): optimizer_is(torch.optim.SGD, momentum=0.9, nesterov=True),
     ("trainer", "default"): trainer_is(CPUAccelerator, "32-true"),
     ("trainer", "cpu"): trainer_is(CPUAccelerator, "32-true"),
-    ("trainer", "gpu"): trainer_is(CPUAccelerator, "bf16-mixed"),  # accelerator set to cpu
+    # precision auto, resolved for the accelerator the test sets: the CPU
+    ("trainer", "gpu"): trainer_is(CPUAccelerator, auto_precision("cpu")[0]),
     ("trainer", "ddp"): uses_ddp_with_unused_parameters,
     ("callbacks", "default"): checkpoints_and_grids,
     ("callbacks", "ema"): averages_the_weights,
@@ -362,6 +366,7 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
         if OmegaConf.is_missing(cfg.data, "path"):
             is_folder = cfg.data._target_.endswith("FolderDataModule")
             cfg.data.path = str(image_folder(tmp_path) if is_folder else arrays_dir)
+    resolve_precision(cfg)  # as every job does before validating (autoencoder.cli.run_job)
     validate_config(cfg)
     datamodule = instantiate(cfg.data)
     encoder = instantiate(cfg.encoder)

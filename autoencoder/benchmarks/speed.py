@@ -31,10 +31,11 @@ from autoencoder.benchmarks.tables import Table
 from autoencoder.config import compose_config, instantiate
 from autoencoder.data import DeviceBatches, ImageDataModule
 from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.precision import resolve_precision
 from autoencoder.runs import build_model
 from autoencoder.train import train
 
-# The bare loop runs in the trainer config's precision (fp32, or bf16 with trainer=gpu);
+# The bare loop runs in the trainer config's precision (fp32, or what trainer=gpu resolves to);
 # ``bare-bf16`` or ``bare-fp32`` measures the other one.
 VARIANTS = ("pipeline", "bare", "bare-frozen", "bare-contiguous", "bare-compile")
 # The pipeline in the other precision than the config's (``pipeline-fp32``/``-bf16``).
@@ -127,7 +128,9 @@ def _rss_peak_mb() -> float | None:
 
 
 def compose_benchmark_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The training config as a job runs it (``trainer.precision=auto`` resolved)."""
     cfg = compose_config("train", *overrides)
+    resolve_precision(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.encoder.weights = None  # random weights: speed does not depend on them
