@@ -17,9 +17,7 @@ encoder parameter is registered with the reducer, so unfreezing later needs no r
 
 from __future__ import annotations
 
-import inspect
 import math
-import typing
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -39,12 +37,14 @@ from autoencoder.compat import (
 from autoencoder.errors import ConfigError
 from autoencoder.finetuning_options import (
     Anchoring,
+    AnchorScope,
     BatchNormPolicy,
     EncoderRamp,
+    GradualTrigger,
+    Mode,
     PlateauRule,
+    ScheduleShape,
     Unfreezing,
-    flat_parameters,
-    option_groups,
 )
 from autoencoder.models.encoders import BatchNormMode
 from autoencoder.param_groups import (
@@ -75,7 +75,7 @@ class StagedEncoder(Protocol):
 
 class FinetunableModel(Protocol):
     """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes; the
-    check at setup names the members a model lacks.
+    check at setup names the first attribute a model lacks.
 
     The model's ``configure_optimizers`` must build one named group per encoder stage
     (``encoder.<stage>``) and one ``decoder`` group, and set each group's rate at every step
@@ -89,36 +89,14 @@ class FinetunableModel(Protocol):
     rate_policy: RatePolicy
 
 
-_ABSENT = object()
-
-
-def _protocol_members(protocol: type) -> dict[str, Any]:
-    """The members a Protocol declares, in order, each with its type (``None`` for a
-    method)."""
-    members: dict[str, Any] = dict(typing.get_type_hints(protocol))
-    for name, value in vars(protocol).items():
-        if name.startswith("_") or name in members:
-            continue
-        fget = value.fget if isinstance(value, property) else None
-        members[name] = typing.get_type_hints(fget).get("return") if fget else None
-    return members
-
-
-def _is_protocol(kind: Any) -> bool:
-    return isinstance(kind, type) and Protocol in kind.__bases__
-
-
-def missing_members(obj: object, protocol: type, prefix: str = "") -> list[str]:
-    """The members of ``protocol`` that ``obj`` lacks, as attribute paths; members typed
-    with a Protocol are checked down to theirs."""
-    missing = []
-    for name, kind in _protocol_members(protocol).items():
-        value = _ABSENT if obj is _ABSENT else getattr(obj, name, _ABSENT)
-        if value is _ABSENT:
-            missing.append(prefix + name)
-        if _is_protocol(kind):
-            missing += missing_members(value, kind, f"{prefix}{name}.")
-    return missing
+def _missing_attribute(pl_module: pl.LightningModule) -> str | None:
+    """The first attribute of :class:`FinetunableModel` that ``pl_module`` lacks, if any."""
+    if not hasattr(pl_module, "encoder"):
+        return "encoder"
+    for name in ("stage_names", "set_trainable"):
+        if not hasattr(pl_module.encoder, name):
+            return f"encoder.{name}"
+    return None if hasattr(pl_module, "rate_policy") else "rate_policy"
 
 
 # --------------------------------------------------------------------- plateaus and rates
@@ -200,8 +178,11 @@ class StagedRates:
 
 # ------------------------------------------------------------------------------ callback
 class TwoPhaseFinetuning(pl.Callback):
-    """Freeze the encoder, train the decoder until a plateau, then unfreeze with
-    discriminative rates. The other strategies are settings of the same callback:
+    r"""Freeze the encoder, train the decoder until a plateau, then unfreeze with
+    discriminative rates.
+
+    The arguments are the keys of ``conf/finetune`` (``finetune.patience=2``). The model must
+    follow :class:`FinetunableModel`. The other strategies are settings of this callback:
 
     * ``full``: ``min_frozen_epochs = max_frozen_epochs = 0`` (phase 2 from step 0),
       ``factor=1`` (one rate), no warm-up, BatchNorm on batch statistics
@@ -209,26 +190,122 @@ class TwoPhaseFinetuning(pl.Callback):
     * ``frozen``: ``patience=None`` and ``max_frozen_epochs=None`` (phase 1 forever);
     * ``epoch``: ``min_frozen_epochs = max_frozen_epochs = N`` with ``patience=None``.
 
-    The model must follow :class:`FinetunableModel`. Each argument is one group of options
-    (``None``: its defaults); :meth:`from_flat` takes them as the flat keys of
-    ``conf/finetune``.
+    Args:
+        encoder_lr: the peak rate of the top encoder stage in phase 2 (``None``: the
+            decoder's rate, ``model.lr``); each lower stage gets the rate of the stage above
+            divided by ``factor`` (ULMFiT).
+        factor: the divisor between the rates of neighbouring stages (1: one rate).
+        lr_range: a fastai-style ``[low, high]`` pair spread geometrically over the stages,
+            the lowest stage at ``low`` and the top one at ``high``; wins over
+            ``encoder_lr`` and ``factor``.
+        rates: one peak rate per stage, lowest first; wins over the other spellings.
+        monitor: the metric whose plateau ends phase 1, logged at validation. A NaN or
+            infinite value is skipped with a warning, never counted as a plateau.
+        mode: ``min`` or ``max``: whether ``monitor`` improves by decreasing or increasing.
+        patience: validation checks without improvement that make a plateau (``None``:
+            never transition on a plateau).
+        min_delta: the smallest change of ``monitor`` that counts as an improvement.
+        relative_delta: ``min_delta`` is a fraction of the best value so far.
+        min_frozen_epochs: the shortest phase 1, in (fractional) epochs.
+        max_frozen_epochs: the longest phase 1, in (fractional) epochs: ``None`` lets it
+            last until a plateau, however long, and ``0`` starts phase 2 at step 0.
+        warmup_steps: the length of the linear warm-up from 0 of a newly unfrozen stage, in
+            optimiser steps; wins over ``warmup_epochs`` when set (0: no warm-up).
+        warmup_epochs: the same length in epochs (0: no warm-up).
+        min_warmup_steps: the shortest warm-up given in epochs, in steps (0: no bound). Adam's
+            moment estimates of a newly unfrozen group start empty, and with few steps per
+            epoch a one-epoch ramp can dip.
+        frozen_bn: the BatchNorm of frozen stages (all of them in phase 1) while the model
+            trains: ``eval`` keeps the pretrained running statistics, ``train`` uses batch
+            statistics.
+        unfrozen_bn: the same for unfrozen stages, whose affine weights learn in either mode.
+        gradual: ULMFiT's gradual unfreezing: the top stage first, then one more stage per
+            plateau or per epoch (``gradual_every``); otherwise the whole encoder at once.
+        gradual_every: ``plateau`` or ``epoch``.
+        encoder_schedule: the encoder rates in phase 2: ``constant`` (the peak, after the
+            warm-up) or ``stlr`` (ULMFiT's slanted triangular rates until the end of the run,
+            no warm-up).
+        stlr_cut_frac: the fraction of the steps left that the slanted triangle rises for.
+        stlr_ratio: how much smaller the slanted triangle's lowest rate is than its peak.
+        l2_sp: a pull of the weights toward their values when fitting begins (L2-SP, Li et
+            al. 2018), decoupled from the gradient as AdamW decouples weight decay: after
+            every optimiser step each weight moves ``lr * l2_sp`` of the way back to its
+            start, ``lr`` its group's rate at that step (0: off). The start is the pretrained
+            encoder, and with ``init_from`` the pretrained decoder too.
+        l2_sp_scope: the groups pulled: ``all``, or the ``encoder`` stages only (for a fresh
+            decoder, whose start is its random initialisation).
+
+    Attributes:
+        transition_epoch: the epoch at whose validation phase 2 began (0 when it ran from
+            the start; ``None`` before).
+
+    Raises:
+        ConfigError: at construction, for an option out of its range; at setup, for a
+            model without an attribute of :class:`FinetunableModel`, or a DDP strategy
+            that does not find unused parameters; at fit start, for a scheduler other than
+            the model's ``LambdaLR``; at validation, for a ``monitor`` that was not logged.
+
+    Example::
+
+        >>> finetuning = TwoPhaseFinetuning(patience=2, factor=3.0, unfrozen_bn="train")
+        >>> trainer = pl.Trainer(callbacks=[finetuning])  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        plateau: PlateauRule | None = None,
-        spread: RateSpread | None = None,
-        ramp: EncoderRamp | None = None,
-        batchnorm: BatchNormPolicy | None = None,
-        unfreezing: Unfreezing | None = None,
-        anchoring: Anchoring | None = None,
+        *,
+        encoder_lr: float | None = None,
+        factor: float = 2.6,
+        lr_range: tuple[float, float] | None = None,
+        rates: tuple[float, ...] | None = None,
+        monitor: str = "val/loss",
+        mode: Mode = "min",
+        patience: int | None = 1,
+        min_delta: float = 0.0,
+        relative_delta: bool = False,
+        min_frozen_epochs: float = 1.0,
+        max_frozen_epochs: float | None = 1.0,
+        warmup_steps: int | None = None,
+        warmup_epochs: float = 1.0,
+        min_warmup_steps: int = 0,
+        frozen_bn: BatchNormMode = "eval",
+        unfrozen_bn: BatchNormMode = "eval",
+        gradual: bool = False,
+        gradual_every: GradualTrigger = "plateau",
+        encoder_schedule: ScheduleShape = "constant",
+        stlr_cut_frac: float = 0.1,
+        stlr_ratio: float = 32.0,
+        l2_sp: float = 0.0,
+        l2_sp_scope: AnchorScope = "all",
     ) -> None:
         super().__init__()
-        self.plateau = plateau or PlateauRule()
-        self.batchnorm = batchnorm or BatchNormPolicy()
-        self.unfreezing = unfreezing or Unfreezing()
-        self.anchoring = anchoring or Anchoring()
-        self.rates = StagedRates(spread or RateSpread(), ramp or EncoderRamp())
+        self.plateau = PlateauRule(
+            monitor=monitor,
+            mode=mode,
+            patience=patience,
+            min_delta=min_delta,
+            relative_delta=relative_delta,
+            min_frozen_epochs=min_frozen_epochs,
+            max_frozen_epochs=max_frozen_epochs,
+        )
+        self.batchnorm = BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn)
+        self.unfreezing = Unfreezing(gradual=gradual, gradual_every=gradual_every)
+        self.anchoring = Anchoring(l2_sp=l2_sp, l2_sp_scope=l2_sp_scope)
+        spread = RateSpread(
+            encoder_lr=encoder_lr,
+            factor=factor,
+            lr_range=_as_tuple(lr_range),
+            rates=_as_tuple(rates),
+        )
+        ramp = EncoderRamp(
+            encoder_schedule=encoder_schedule,
+            warmup_steps=warmup_steps,
+            warmup_epochs=warmup_epochs,
+            min_warmup_steps=min_warmup_steps,
+            stlr_cut_frac=stlr_cut_frac,
+            stlr_ratio=stlr_ratio,
+        )
+        self.rates = StagedRates(spread, ramp)
         # With rates.unfreeze_steps, the state that a checkpoint saves and restores:
         self.best = self.plateau.initial_best
         self.wait = 0
@@ -238,14 +315,6 @@ class TwoPhaseFinetuning(pl.Callback):
         # an unfreezing at the end of a validation: the loop then restores the modules'
         # modes from before it, so the new BatchNorm modes are set again at the next step
         self._modes_pending = False
-
-    @classmethod
-    def from_flat(cls, **flat: Any) -> TwoPhaseFinetuning:
-        """The callback from the flat keys users write (``finetune.patience=2``): each is a
-        field of one option group (:data:`~autoencoder.finetuning_options.OPTION_GROUPS`),
-        documented there, and its default is that field's. The signature is derived from
-        those fields."""
-        return cls(**option_groups(flat))
 
     @property
     def phase(self) -> int:
@@ -261,14 +330,11 @@ class TwoPhaseFinetuning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        missing = missing_members(pl_module, FinetunableModel)
-        if missing:
+        missing = _missing_attribute(pl_module)
+        if missing is not None:
             raise ConfigError(
-                f"TwoPhaseFinetuning cannot fine-tune {type(pl_module).__name__}: it lacks "
-                f"{', '.join(missing)}. The model must follow "
-                "autoencoder.finetuning.FinetunableModel (as "
-                "autoencoder.models.autoencoder.Autoencoder does), or train it without the "
-                "finetune callback."
+                f"TwoPhaseFinetuning needs the model's `{missing}`, which "
+                f"{type(pl_module).__name__} lacks (see autoencoder.finetuning.FinetunableModel)."
             )
         self.rates.stage_names = list(pl_module.encoder.stage_names)
         pl_module.rate_policy = self.rates
@@ -486,17 +552,6 @@ def _check_schedulers(trainer: pl.Trainer) -> None:
         )
 
 
-def _derive_from_flat_signature() -> None:
-    function = TwoPhaseFinetuning.from_flat.__func__
-    parameters = flat_parameters()
-    cls_parameter = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    function.__signature__ = inspect.Signature(
-        [cls_parameter, *parameters], return_annotation=TwoPhaseFinetuning
-    )
-    function.__annotations__ = {
-        **{parameter.name: parameter.annotation for parameter in parameters},
-        "return": TwoPhaseFinetuning,
-    }
-
-
-_derive_from_flat_signature()
+def _as_tuple(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    """A list of rates from the config (YAML has no tuples) as the tuple the options hold."""
+    return None if values is None else tuple(values)

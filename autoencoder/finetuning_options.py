@@ -1,25 +1,19 @@
-"""The options of two-phase fine-tuning (``conf/finetune``), one frozen dataclass per group,
-each field one flat key users write (``finetune.patience=2``), checked when it is built.
+"""The options of two-phase fine-tuning, grouped by what they decide: one frozen dataclass
+per group, checked when it is built.
 
-:class:`~autoencoder.finetuning.TwoPhaseFinetuning` takes one value of each group
-(:data:`OPTION_GROUPS`); its ``from_flat`` takes the flat keys (:func:`option_groups`),
-with the signature :func:`flat_parameters` derives from the fields.
+:class:`~autoencoder.finetuning.TwoPhaseFinetuning` takes the options as flat keyword
+arguments (the keys of ``conf/finetune``), documents them in its Args section, and builds
+one value of each group; the rate spread is :class:`~autoencoder.param_groups.RateSpread`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal
-
-from omegaconf import ListConfig
+from dataclasses import dataclass
+from typing import Literal
 
 from autoencoder.errors import ConfigError, check_choice
 from autoencoder.models.encoders import BatchNormMode
-from autoencoder.param_groups import RateSpread
 
 Mode = Literal["min", "max"]
 ScheduleShape = Literal["constant", "stlr"]
@@ -29,27 +23,15 @@ AnchorScope = Literal["all", "encoder"]
 
 @dataclass(frozen=True)
 class PlateauRule:
-    """When phase 1 ends (and, in gradual unfreezing, when the next stage unfreezes).
+    """When phase 1 ends (and, in gradual unfreezing, when the next stage unfreezes)."""
 
-    Attributes:
-        monitor, mode: the metric whose plateau ends phase 1 (logged at validation). A NaN
-            or infinite value is skipped with a warning, never counted as a plateau.
-        patience: validation checks without improvement that make a plateau (``None``:
-            never transition on a plateau).
-        min_delta: the smallest change that counts as an improvement.
-        relative_delta: ``min_delta`` is a fraction of the best value so far.
-        min_frozen_epochs, max_frozen_epochs: bounds on phase 1 in (fractional) epochs;
-            ``max_frozen_epochs=None`` lets phase 1 last until a plateau, however long, and
-            ``0`` starts phase 2 at step 0.
-    """
-
-    monitor: str = "val/loss"
-    mode: Mode = "min"
-    patience: int | None = 1
-    min_delta: float = 0.0
-    relative_delta: bool = False
-    min_frozen_epochs: float = 1.0
-    max_frozen_epochs: float | None = 1.0
+    monitor: str
+    mode: Mode
+    patience: int | None
+    min_delta: float
+    relative_delta: bool
+    min_frozen_epochs: float
+    max_frozen_epochs: float | None
 
     def __post_init__(self) -> None:
         check_choice("finetune.mode", self.mode, Mode)
@@ -73,27 +55,14 @@ class PlateauRule:
 
 @dataclass(frozen=True)
 class EncoderRamp:
-    """How the rate of a newly unfrozen stage reaches its peak.
+    """How the rate of a newly unfrozen stage reaches its peak."""
 
-    Attributes:
-        encoder_schedule: ``constant`` (a linear warm-up from 0, then the peak) or ``stlr``
-            (ULMFiT's slanted triangular rates until the end of the run, no warm-up).
-        warmup_steps, warmup_epochs: the length of the warm-up (``warmup_steps`` wins when
-            set; 0 disables).
-        min_warmup_steps: lower bound on a warm-up given in epochs (0: none). Adam's moment
-            estimates of a newly unfrozen group start empty, and with few steps per epoch a
-            one-epoch ramp can dip; a bound of 100 steps kept a 64 x 2 x 2 run from dipping
-            but cost 0.6 dB at the ``layer2`` cut, where it outlasts a short run
-            (docs/results.md).
-        stlr_cut_frac, stlr_ratio: the slanted triangular shape (ULMFiT: 0.1 and 32).
-    """
-
-    encoder_schedule: ScheduleShape = "constant"
-    warmup_steps: int | None = None
-    warmup_epochs: float = 1.0
-    min_warmup_steps: int = 0
-    stlr_cut_frac: float = 0.1
-    stlr_ratio: float = 32.0
+    encoder_schedule: ScheduleShape
+    warmup_steps: int | None
+    warmup_epochs: float
+    min_warmup_steps: int
+    stlr_cut_frac: float
+    stlr_ratio: float
 
     def __post_init__(self) -> None:
         check_choice("finetune.encoder_schedule", self.encoder_schedule, ScheduleShape)
@@ -115,17 +84,10 @@ class EncoderRamp:
 
 @dataclass(frozen=True)
 class BatchNormPolicy:
-    """The BatchNorm of encoder stages while the model trains: ``eval`` keeps the
-    pretrained running statistics (the affine weights of unfrozen stages still learn),
-    ``train`` uses batch statistics.
+    """The BatchNorm mode of frozen and of unfrozen encoder stages while the model trains."""
 
-    Attributes:
-        frozen_bn: in frozen stages (all of them in phase 1).
-        unfrozen_bn: in unfrozen stages.
-    """
-
-    frozen_bn: BatchNormMode = "eval"
-    unfrozen_bn: BatchNormMode = "eval"
+    frozen_bn: BatchNormMode
+    unfrozen_bn: BatchNormMode
 
     def __post_init__(self) -> None:
         check_choice("finetune.frozen_bn", self.frozen_bn, BatchNormMode)
@@ -134,16 +96,10 @@ class BatchNormPolicy:
 
 @dataclass(frozen=True)
 class Unfreezing:
-    """Which stages a transition unfreezes.
+    """Which stages a transition unfreezes: all at once, or one more at a time."""
 
-    Attributes:
-        gradual: ULMFiT gradual unfreezing: the top stage first, then one more stage per
-            plateau or per epoch (``gradual_every``); otherwise the whole encoder at once.
-        gradual_every: ``plateau`` or ``epoch``.
-    """
-
-    gradual: bool = False
-    gradual_every: GradualTrigger = "plateau"
+    gradual: bool
+    gradual_every: GradualTrigger
 
     def __post_init__(self) -> None:
         check_choice("finetune.gradual_every", self.gradual_every, GradualTrigger)
@@ -151,78 +107,12 @@ class Unfreezing:
 
 @dataclass(frozen=True)
 class Anchoring:
-    """A pull of the weights toward the values they started from (L2-SP, Li et al. 2018),
-    decoupled from the gradient as AdamW decouples weight decay: after every optimiser step
-    each weight moves ``lr * l2_sp`` of the way back to its start, ``lr`` its group's rate
-    at that step (0 for a frozen stage, which stays where it is anyway).
+    """The pull of the weights toward the values they started from (L2-SP)."""
 
-    Attributes:
-        l2_sp: the strength (0: off). The start is the weights when fitting begins: the
-            pretrained encoder, and with ``init_from`` the pretrained decoder too.
-        l2_sp_scope: ``all`` parameter groups, or the ``encoder`` stages only (for a fresh
-            decoder, whose start is its random initialisation).
-    """
-
-    l2_sp: float = 0.0
-    l2_sp_scope: AnchorScope = "all"
+    l2_sp: float
+    l2_sp_scope: AnchorScope
 
     def __post_init__(self) -> None:
         if not self.l2_sp >= 0:
             raise ConfigError(f"finetune.l2_sp must be >= 0, got {self.l2_sp}.")
         check_choice("finetune.l2_sp_scope", self.l2_sp_scope, AnchorScope)
-
-
-# The option groups of TwoPhaseFinetuning, by its argument names; every flat key of
-# conf/finetune is a field of exactly one of them.
-OPTION_GROUPS: dict[str, type] = {
-    "spread": RateSpread,
-    "plateau": PlateauRule,
-    "ramp": EncoderRamp,
-    "batchnorm": BatchNormPolicy,
-    "unfreezing": Unfreezing,
-    "anchoring": Anchoring,
-}
-
-
-def option_groups(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """One value of each option group, by :data:`OPTION_GROUPS`' argument names, from flat
-    keys (each a field of one group; the others take their defaults); a
-    :class:`~autoencoder.errors.ConfigError` names the keys no group has."""
-    left = dict(flat)
-    groups = {}
-    for argument, group in OPTION_GROUPS.items():
-        values = {
-            entry.name: _plain(left.pop(entry.name))
-            for entry in fields(group)
-            if entry.name in left
-        }
-        groups[argument] = group(**values)
-    if left:
-        raise ConfigError(
-            f"unknown fine-tuning options: {', '.join(sorted(left))} (valid: "
-            f"{', '.join(p.name for p in flat_parameters())})."
-        )
-    return groups
-
-
-def _plain(value: Any) -> Any:
-    """A config list as the tuple the option fields hold."""
-    return tuple(value) if isinstance(value, (list, tuple, ListConfig)) else value
-
-
-def flat_parameters() -> list[inspect.Parameter]:
-    """``TwoPhaseFinetuning.from_flat``'s keyword parameters: every option group's fields,
-    with their defaults and types."""
-    parameters = []
-    for group in OPTION_GROUPS.values():
-        hints = typing.get_type_hints(group)
-        for entry in fields(group):
-            parameters.append(
-                inspect.Parameter(
-                    entry.name,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=entry.default,
-                    annotation=hints[entry.name],
-                )
-            )
-    return parameters

@@ -87,17 +87,17 @@ def test_slanted_triangular_shape() -> None:
 
 def test_invalid_options_fail_at_construction_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"finetune\.unfrozen_bn='frozen' is invalid"):
-        TwoPhaseFinetuning.from_flat(unfrozen_bn="frozen")
+        TwoPhaseFinetuning(unfrozen_bn="frozen")
     with pytest.raises(ConfigError, match="max_frozen_epochs=1 is below"):
-        TwoPhaseFinetuning.from_flat(min_frozen_epochs=2, max_frozen_epochs=1)
+        TwoPhaseFinetuning(min_frozen_epochs=2, max_frozen_epochs=1)
     with pytest.raises(ConfigError, match=r"finetune\.encoder_schedule='cosine' is invalid"):
-        EncoderRamp(encoder_schedule="cosine")
+        TwoPhaseFinetuning(encoder_schedule="cosine")
     with pytest.raises(ConfigError, match=r"finetune\.encoder_lr must be >= 0"):
         RateSpread(encoder_lr=-1.0)
 
 
-def test_the_flat_keys_build_the_groups() -> None:
-    callback = TwoPhaseFinetuning.from_flat(
+def test_the_flat_arguments_build_the_groups() -> None:
+    callback = TwoPhaseFinetuning(
         encoder_lr=1e-4,
         lr_range=[1e-5, 1e-3],
         patience=3,
@@ -106,11 +106,26 @@ def test_the_flat_keys_build_the_groups() -> None:
         gradual=True,
         encoder_schedule="stlr",
     )
-    assert callback.plateau == PlateauRule(patience=3)
+    assert callback.plateau == PlateauRule(
+        monitor="val/loss",
+        mode="min",
+        patience=3,
+        min_delta=0.0,
+        relative_delta=False,
+        min_frozen_epochs=1.0,
+        max_frozen_epochs=1.0,
+    )
     assert callback.rates.spread == RateSpread(encoder_lr=1e-4, lr_range=(1e-5, 1e-3))
-    assert callback.rates.ramp == EncoderRamp(encoder_schedule="stlr", warmup_steps=7)
-    assert callback.batchnorm == BatchNormPolicy(frozen_bn="train")
-    assert callback.unfreezing == Unfreezing(gradual=True)
+    assert callback.rates.ramp == EncoderRamp(
+        encoder_schedule="stlr",
+        warmup_steps=7,
+        warmup_epochs=1.0,
+        min_warmup_steps=0,
+        stlr_cut_frac=0.1,
+        stlr_ratio=32.0,
+    )
+    assert callback.batchnorm == BatchNormPolicy(frozen_bn="train", unfrozen_bn="eval")
+    assert callback.unfreezing == Unfreezing(gradual=True, gradual_every="plateau")
 
 
 # --------------------------------------------------------------------------- freezing
@@ -207,9 +222,12 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_transition_mid_run_sets_every_rate_once_and_keeps_phase_one_bit_identical() -> None:
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=2, max_frozen_epochs=2),
-        spread=RateSpread(encoder_lr=1e-3, factor=2.0),
-        ramp=EncoderRamp(warmup_steps=4),
+        patience=None,
+        min_frozen_epochs=2,
+        max_frozen_epochs=2,
+        encoder_lr=1e-3,
+        factor=2.0,
+        warmup_steps=4,
     )
     model, recorder, initial = fit(callback, max_epochs=4)
     steps = recorder.steps
@@ -273,9 +291,7 @@ class GraphProbe(pl.Callback):
 
 def test_phase_one_runs_the_encoder_without_a_graph_and_gives_it_no_gradients() -> None:
     probe = GraphProbe()
-    callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, max_frozen_epochs=2), ramp=EncoderRamp(warmup_steps=0)
-    )
+    callback = TwoPhaseFinetuning(patience=None, max_frozen_epochs=2, warmup_steps=0)
     pl.seed_everything(0)
     model = tiny_model()
     trainer = pl.Trainer(
@@ -299,8 +315,11 @@ def test_phase_one_runs_the_encoder_without_a_graph_and_gives_it_no_gradients() 
 def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
     # min_delta=1 makes every check after the first a non-improvement: a plateau
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=1, min_delta=1.0, min_frozen_epochs=1, max_frozen_epochs=None),
-        ramp=EncoderRamp(warmup_steps=0),
+        patience=1,
+        min_delta=1.0,
+        min_frozen_epochs=1,
+        max_frozen_epochs=None,
+        warmup_steps=0,
     )
     _, recorder, _ = fit(callback, max_epochs=2, val_check_interval=0.5)
     # validations after 2 and 4 steps; the one at 1.0 epochs (step 4) is the first allowed
@@ -311,10 +330,13 @@ def test_plateau_triggers_transition_at_mid_epoch_validation() -> None:
 
 def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
-        spread=RateSpread(factor=2.0),
-        ramp=EncoderRamp(warmup_steps=0),
-        unfreezing=Unfreezing(gradual=True, gradual_every="epoch"),
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        factor=2.0,
+        warmup_steps=0,
+        gradual=True,
+        gradual_every="epoch",
     )
     _, recorder, _ = fit(callback, max_epochs=4)
     assert callback.rates.unfreeze_steps == {"layer2": 4, "layer1": 8, "stem": 12}
@@ -325,7 +347,7 @@ def test_gradual_unfreezing_adds_one_stage_per_epoch() -> None:
 
 
 def test_monitor_that_is_never_logged_is_reported() -> None:
-    callback = TwoPhaseFinetuning(PlateauRule(monitor="val/typo", max_frozen_epochs=None))
+    callback = TwoPhaseFinetuning(monitor="val/typo", max_frozen_epochs=None)
     with pytest.raises(ConfigError, match=r"finetune.monitor='val/typo' .* val/loss"):
         fit(callback, max_epochs=1)
 
@@ -349,10 +371,11 @@ def test_a_nan_monitored_value_is_skipped_not_counted_as_a_plateau(
     """The probe never improves, so the second finite value is a plateau (patience 1); NaN
     values in between must change neither the best value nor the wait."""
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(
-            monitor="val/probe", patience=1, min_frozen_epochs=0, max_frozen_epochs=None
-        ),
-        ramp=EncoderRamp(warmup_steps=0),
+        monitor="val/probe",
+        patience=1,
+        min_frozen_epochs=0,
+        max_frozen_epochs=None,
+        warmup_steps=0,
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -380,17 +403,26 @@ class NoEncoderModel(pl.LightningModule):
         self.layer = nn.Linear(2, 2)
 
 
-def test_a_model_without_the_contract_is_refused_naming_what_it_lacks() -> None:
+class NoRatePolicyModel(NoEncoderModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = Encoder("resnet18", weights=None, depth=2)
+
+
+@pytest.mark.parametrize(
+    ("model", "missing"),
+    [(NoEncoderModel, "encoder"), (NoRatePolicyModel, "rate_policy")],
+)
+def test_a_model_without_the_contract_is_refused_naming_what_it_lacks(
+    model: type[pl.LightningModule], missing: str
+) -> None:
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False)
     with pytest.raises(ConfigError) as error:
-        TwoPhaseFinetuning().setup(trainer, NoEncoderModel(), "fit")
-    message = str(error.value)
-    lacks = (
-        "encoder, encoder.stage_names, encoder.set_trainable, rate_policy, "
-        "rate_policy.peak_rates, rate_policy.multiplier, rate_policy.phase"
+        TwoPhaseFinetuning().setup(trainer, model(), "fit")
+    assert str(error.value) == (
+        f"TwoPhaseFinetuning needs the model's `{missing}`, which {model.__name__} lacks "
+        "(see autoencoder.finetuning.FinetunableModel)."
     )
-    assert f"NoEncoderModel: it lacks {lacks}." in message
-    assert "autoencoder.finetuning.FinetunableModel" in message
 
 
 # --------------------------------------------------------- strategies, through Hydra
@@ -484,9 +516,12 @@ def test_the_shipped_two_phase_schedule_step_by_step(
 
 def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None:
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
-        spread=RateSpread(encoder_lr=1e-3, factor=2.0),
-        ramp=EncoderRamp(encoder_schedule="stlr"),
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        encoder_lr=1e-3,
+        factor=2.0,
+        encoder_schedule="stlr",
     )
     _, recorder, _ = fit(callback, max_epochs=3)
     assert callback.transition_step == 4 and callback.rates.total_steps == 12
@@ -500,8 +535,11 @@ def test_slanted_triangular_schedule_drives_encoder_rates_in_phase_two() -> None
 @pytest.mark.parametrize(("min_steps", "expected"), [(2, 4), (6, 6)])
 def test_warmup_in_epochs_lasts_at_least_min_warmup_steps(min_steps: int, expected: int) -> None:
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
-        ramp=EncoderRamp(warmup_epochs=1.0, min_warmup_steps=min_steps),
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        warmup_epochs=1.0,
+        min_warmup_steps=min_steps,
     )
     _, recorder, _ = fit(callback, max_epochs=3)
     assert callback.rates.resolved_warmup_steps == expected  # one epoch is 4 steps
@@ -516,9 +554,12 @@ def test_bn_modes_follow_the_policy_through_a_transition_at_validation(
     # The transition happens at the end of a validation, while the model is in eval mode:
     # the new BatchNorm modes must hold once training resumes, in every later epoch.
     callback = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
-        ramp=EncoderRamp(warmup_steps=2),
-        batchnorm=BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn),
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        warmup_steps=2,
+        frozen_bn=frozen_bn,
+        unfrozen_bn=unfrozen_bn,
     )
     _, recorder, _ = fit(callback, max_epochs=3)
     modes = [set(s["encoder_bn_training"]) for s in recorder.steps]
@@ -545,9 +586,12 @@ def test_l2_sp_pulls_the_weights_toward_their_start(scope: str) -> None:
         model = tiny_model()
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}
         callback = TwoPhaseFinetuning(
-            plateau=PlateauRule(patience=None, min_frozen_epochs=0, max_frozen_epochs=0),
-            ramp=EncoderRamp(warmup_epochs=0),
-            anchoring=Anchoring(l2_sp=strength, l2_sp_scope=scope),
+            patience=None,
+            min_frozen_epochs=0,
+            max_frozen_epochs=0,
+            warmup_epochs=0,
+            l2_sp=strength,
+            l2_sp_scope=scope,
         )
         trainer = pl.Trainer(
             accelerator="cpu",
@@ -571,26 +615,9 @@ def test_l2_sp_pulls_the_weights_toward_their_start(scope: str) -> None:
 
 
 def test_l2_sp_is_validated_and_a_flat_key() -> None:
-    assert TwoPhaseFinetuning.from_flat(l2_sp=0.5).anchoring == Anchoring(l2_sp=0.5)
+    assert TwoPhaseFinetuning(l2_sp=0.5).anchoring == Anchoring(l2_sp=0.5, l2_sp_scope="all")
     with pytest.raises(ConfigError, match=r"finetune\.l2_sp must be >= 0"):
-        Anchoring(l2_sp=-1.0)
-    with pytest.raises(ConfigError, match=r"unknown fine-tuning options: patiense"):
-        TwoPhaseFinetuning.from_flat(patiense=2)
-
-
-def test_from_flat_takes_every_field_of_every_group_with_its_default() -> None:
-    import dataclasses
-    import inspect
-
-    from autoencoder.finetuning_options import OPTION_GROUPS
-
-    parameters = inspect.signature(TwoPhaseFinetuning.from_flat).parameters
-    expected = {
-        entry.name: entry.default
-        for group in OPTION_GROUPS.values()
-        for entry in dataclasses.fields(group)
-    }
-    assert {name: p.default for name, p in parameters.items()} == expected
+        TwoPhaseFinetuning(l2_sp=-1.0)
 
 
 def test_a_scheduler_other_than_the_models_lambdalr_is_refused() -> None:

@@ -17,10 +17,9 @@ from torch import nn
 from autoencoder.config import instantiate
 from autoencoder.data import SyntheticDataModule
 from autoencoder.errors import ConfigError, ResourceUnavailableError
-from autoencoder.finetuning import EncoderRamp, PlateauRule, TwoPhaseFinetuning
+from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
-from autoencoder.param_groups import RateSpread
 from autoencoder.runs import build_model
 from tests.conftest import ROOT, compose_job
 
@@ -152,9 +151,12 @@ def test_a_timm_encoder_trains_through_both_phases_with_a_rate_per_stage(family:
     model = Autoencoder(Encoder(f"timm/{family}", weights=None, depth=2), latent_channels=4)
     initial = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
     finetuning = TwoPhaseFinetuning(
-        plateau=PlateauRule(patience=None, min_frozen_epochs=1, max_frozen_epochs=1),
-        spread=RateSpread(encoder_lr=1e-3, factor=2.6),
-        ramp=EncoderRamp(warmup_steps=0),
+        patience=None,
+        min_frozen_epochs=1,
+        max_frozen_epochs=1,
+        encoder_lr=1e-3,
+        factor=2.6,
+        warmup_steps=0,
     )
     recorder = RateRecorder()
     trainer = pl.Trainer(
