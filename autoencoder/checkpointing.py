@@ -30,7 +30,11 @@ from fsspec.implementations.local import LocalFileSystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autoencoder.atomic import atomic_save
-from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
+from autoencoder.errors import ConfigError, error_summary
+from autoencoder.inputs import existing_file
+
+# What to pass for a checkpoint, in the errors of every option that takes one.
+CHECKPOINT_FIX = "Pass an existing checkpoint, e.g. outputs/train/runs/<run>/checkpoints/last.ckpt."
 
 
 def load_weights_only(
@@ -55,9 +59,7 @@ def _read_error(error: BaseException) -> str:
 def read_state_dict(path: str | Path, option: str, hint: str) -> Any:
     """A state dict (or any tensors in plain containers) from a weights file, read
     weights-only; ``option`` and ``hint`` name the setting and the fix in errors."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ResourceUnavailableError(f"{option}={path!r}: no such file. {hint}")
+    file = existing_file(option, path, hint)
     try:
         return load_weights_only(file)
     except Exception as error:  # torch raises several types for unreadable/unsafe files
@@ -75,10 +77,7 @@ def checkpoint_errors(path: str | Path, option: str = "ckpt_path") -> Iterator[N
     try:
         yield
     except FileNotFoundError:
-        raise ConfigError(
-            f"{option}={str(path)!r}: no such file. Pass an existing checkpoint, e.g. "
-            "outputs/train/runs/<run>/checkpoints/last.ckpt."
-        ) from None
+        raise ConfigError(f"{option}={str(path)!r}: no such file. {CHECKPOINT_FIX}") from None
     except pickle.UnpicklingError as error:
         raise ConfigError(
             f"{path} holds pickled objects other than tensors and plain values, which a "
@@ -123,6 +122,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # before version 2.6 and had no way to ask otherwise. ``option``: the setting that
         # named the file, for the errors.
         filesystem = url_to_fs(str(path))[0]
+        if isinstance(filesystem, LocalFileSystem):
+            existing_file(option, path, CHECKPOINT_FIX)
         with checkpoint_errors(path, option):
             if not filesystem.exists(path):
                 raise FileNotFoundError(path)

@@ -10,17 +10,18 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
-from autoencoder.config import config_dir
-from autoencoder.errors import AutoencoderError, ConfigError, user_message
-from autoencoder.validation import validate_config
+from autoencoder.config import compose_config, config_dir
+from autoencoder.errors import AutoencoderError, ConfigError, StepFailed, user_message
+from autoencoder.preflight import check_config
 
 log = logging.getLogger("autoencoder")
 
@@ -67,21 +68,86 @@ def job_command(job: str, *overrides: str) -> list[str]:
 
 def launch(command: Sequence[str]) -> None:
     """Print a :func:`job_command` as a user would type it (``$ python -m autoencoder.train
-    ...``), then run it; a job that fails raises ``subprocess.CalledProcessError``."""
-    print("$", shlex.join(["python", *command[1:]]), flush=True)
-    subprocess.run(list(command), check=True)
+    ...``), then run it; a job that fails raises :class:`StepFailed`, naming the command,
+    its exit status and its log file."""
+    shown = shlex.join(["python", *command[1:]])
+    print("$", shown, flush=True)
+    status = subprocess.run(list(command)).returncode
+    if status != 0:
+        raise StepFailed(
+            f"a step failed with exit status {status}: {shown}; its log: {_job_log(command)}. "
+            "Fix what its error says and run the same command again: finished steps are "
+            "not repeated."
+        )
+
+
+def check_commands(commands: Iterable[Sequence[str]]) -> None:
+    """Compose the config of each :func:`job_command` as its job will and make the job's
+    checks (:func:`~autoencoder.preflight.check_config`); raise one :class:`ConfigError`
+    listing every problem, each with its command, so that a benchmark launches nothing
+    before every job it plans is known to start."""
+    problems = []
+    for command in commands:
+        shown = shlex.join(["python", *command[1:]])
+        problems += [f"{shown}: {line}" for line in _set_twice(command[3:])]
+        try:
+            cfg = compose_config(
+                command[2].rpartition(".")[2], *command[3:], return_hydra_config=True
+            )
+            import_modules(cfg.get("imports"))
+            check_config(cfg)
+        except AutoencoderError as error:
+            problems += [f"{shown}: {line}" for line in user_message(error).splitlines()]
+        except HydraException as error:  # an unknown option or key
+            problems.append(f"{shown}: {hydra_error_line(error)}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _set_twice(overrides: Sequence[str]) -> list[str]:
+    """A key that a planned command sets twice with different values: the later one (the
+    benchmark's own setting) would win, and the user's would be ignored."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        values.setdefault(key, []).append(value)
+    return [
+        f"{key} is set twice ({key}={given[0]}, then {key}={given[-1]}): the benchmark sets it "
+        "itself, so the override would be ignored; use the benchmark's own option for it "
+        "(e.g. --epochs for trainer.max_epochs) or leave it out."
+        for key, given in values.items()
+        if len(set(given)) > 1
+    ]
+
+
+def hydra_error_line(error: BaseException) -> str:
+    """Hydra's error for an unknown option or key as one line, without its search path."""
+    return " ".join(str(error).partition("Config search path")[0].split())
+
+
+def _job_log(command: Sequence[str]) -> str:
+    """The ``.log`` file of a :func:`job_command` run in the folder its ``hydra.run.dir``
+    names (``conf/hydra/default.yaml`` names it after the job), else "the output above"."""
+    job = next((part.rpartition(".")[2] for part in command if part.startswith("autoencoder.")), "")
+    folder = next((p.partition("=")[2] for p in command if p.startswith("hydra.run.dir=")), "")
+    return f"{folder}/{job}.log" if folder and job else "the output above"
 
 
 def run_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Import the modules named by ``imports``, validate the config, then run the job. A user
-    error prints its message (no traceback) and exits with status 1.
+    """Import the modules named by ``imports``, validate the config and make every check it
+    and the file system decide (:func:`~autoencoder.preflight.check_job`), then run the job;
+    with ``check=true``, stop there. A user error prints its message (no traceback) and
+    exits with status 1.
 
     In a multirun the error is logged and re-raised instead, so Hydra records the job as
     failed and goes on with the others.
     """
     try:
         import_modules(cfg.get("imports"))
-        validate_config(cfg)
+        check_config(cfg)  # trainer.precision=auto resolved here: a value Lightning accepts
+        if cfg.get("check"):
+            print(f"check: {cfg.get('task_name', 'job')} config OK; nothing was run (check=true).")
+            return None
         return job(cfg)
     except AutoencoderError as error:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -32,11 +32,11 @@ from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.encoders import Encoder
 from autoencoder.models.shape import EncoderGeometry
 from autoencoder.param_groups import ENCODER_PREFIX
+from autoencoder.preflight import encoded_splits
 from autoencoder.runs import load_run, sequential_loader
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _EXPORTED = (ENCODER_PREFIX, "bottleneck.")
 
 
@@ -144,14 +144,6 @@ def load_encoder(path: str | Path) -> LatentEncoder:
     return encoder.eval()
 
 
-def _splits(split: str) -> tuple[str, ...]:
-    if split == "all":
-        return SPLITS
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r} is invalid; use one of {', '.join(SPLITS)} or all.")
-    return (split,)
-
-
 def encode(cfg: DictConfig) -> dict[str, Any]:
     """Encode a split (or all) of the run's data or ``cfg.data``; return ``latents.json``.
 
@@ -160,7 +152,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     ``latents.json``; with ``export_encoder=PATH`` also the encoder (see
     :func:`export_encoder`).
     """
-    splits = _splits(str(cfg.split))
+    splits = encoded_splits(str(cfg.split))
     run = load_run(cfg)
     model, datamodule = run.model, run.datamodule
     export = None

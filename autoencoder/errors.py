@@ -19,6 +19,11 @@ class ResourceUnavailableError(AutoencoderError):
     """A dataset or weights file could not be found or downloaded."""
 
 
+class StepFailed(AutoencoderError):
+    """A job that a benchmark or figure launched ended with a non-zero exit status; the
+    message names the command and its log file."""
+
+
 class NonFiniteLossError(AutoencoderError):
     """The training loss became NaN or infinite; the message names the step and the phase."""
 

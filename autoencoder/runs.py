@@ -23,6 +23,7 @@ from autoencoder.checkpointing import read_checkpoint
 from autoencoder.config import instantiate
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
+from autoencoder.inputs import existing_file, pick_device
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.run_folder import RunFolder
@@ -32,27 +33,24 @@ _MODEL_SECTIONS = ("encoder", "decoder", "model", "optimizer", "data")
 
 
 def checkpoint_file(ckpt_path: str | Path | None) -> Path:
-    """The checkpoint to load; a :class:`ConfigError` when it is not given or missing."""
+    """The checkpoint to load; a :class:`ConfigError` when it is not given, missing or a
+    folder."""
     if not ckpt_path:
         raise ConfigError(
             "ckpt_path is required: ckpt_path=outputs/train/runs/<run>/checkpoints/"
             "best-epochNNN.ckpt (or last.ckpt)."
         )
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r}: no such file. Pass a training run's .ckpt."
-        )
-    return path
+    return existing_file("ckpt_path", ckpt_path, "Pass a training run's .ckpt.")
 
 
 def load_run_config(ckpt_path: Path, model_config: str | None = None) -> DictConfig:
     """The composed config of the run that wrote ``ckpt_path`` (or ``model_config``)."""
-    path = (
-        Path(model_config).expanduser()
-        if model_config
-        else RunFolder.of_checkpoint(ckpt_path).config_file
-    )
+    if model_config:
+        path = existing_file(
+            "model_config", model_config, f"Pass the {RUN_CONFIG} of the run that wrote ckpt_path."
+        )
+    else:
+        path = RunFolder.of_checkpoint(ckpt_path).config_file
     if not path.is_file():
         raise ConfigError(
             f"no training config at {path}: the checkpoint is rebuilt from the config of the "
@@ -152,13 +150,6 @@ def sequential_loader(dataset: Dataset, datamodule: ImageDataModule) -> DataLoad
     )
 
 
-def pick_device(name: str | None) -> torch.device:
-    """``name``, or CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # ------------------------------------------------------------------ a trained run, opened
 @dataclass(frozen=True)
 class LoadedRun:
@@ -183,7 +174,7 @@ def load_run(job: Mapping[str, Any]) -> LoadedRun:
     """
     ckpt_path = checkpoint_file(job.get("ckpt_path"))
     run_cfg = load_run_config(ckpt_path, job.get("model_config"))
-    device = pick_device(job.get("device"))
+    device = pick_device("device", job.get("device"))
     model = load_autoencoder(ckpt_path, run_cfg).to(device)
     data = data_config(job.get("data"), run_cfg)
     with open_dict(data):

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from autoencoder.cli import exit_on_renamed_keys, hydra_main
 from autoencoder.config import instantiate, instantiate_all
-from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.jobs import fit_and_test, write_record
 from autoencoder.models.autoencoder import Autoencoder
@@ -60,9 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, encoder = _build_data_and_encoder(cfg)
     model: Autoencoder = build_model(cfg, encoder)
-    _start_from(
-        model, cfg.get("init_from"), cfg.get("ckpt_path"), bool(cfg.get("requires_init_from"))
-    )
+    _start_from(model, cfg.get("init_from"), cfg.get("ckpt_path"))
     finetuning: TwoPhaseFinetuning = instantiate(cfg.finetune)
     if cfg.encoder.get("weights") is None and finetuning.plateau.max_frozen_epochs != 0:
         log.warning(
@@ -76,13 +74,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
 
     def after_fit(trainer: pl.Trainer) -> dict[str, Any]:
-        optimized = trainer.callback_metrics.get(cfg.optimized_metric)
         return {
             "transition_epoch": finetuning.transition_epoch,
             "transition_step": finetuning.transition_step,
-            "monitored": {
-                cfg.optimized_metric: float(optimized) if optimized is not None else None
-            },
         }
 
     outcome = fit_and_test(cfg, model, datamodule, callbacks, loggers, after_fit)
@@ -97,7 +91,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **outcome.after_fit,
         **model.bottleneck_info,
         start=start_score.scores if start_score is not None else None,
+        # the returned model's (the best checkpoint's), and the last epoch's when it differs
+        monitored={cfg.optimized_metric: outcome.validation.get(cfg.optimized_metric)},
     )
+    if outcome.last_validation is not None:
+        record.extra["last_epoch"] = {
+            "epoch": outcome.trainer.current_epoch,
+            cfg.optimized_metric: outcome.last_validation.get(cfg.optimized_metric),
+        }
     record.test = {name: outcome.test_metrics.get(name) for name in TEST_METRICS}
     if returned_start:
         record.best_epoch = 0
@@ -107,28 +108,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _start_score(cfg: DictConfig, output_dir: Path) -> StartScore | None:
     """The do-no-harm callback when ``score_start`` asks for it: ``auto`` scores runs that
-    start from pretrained weights (``init_from``, or ``encoder.weights`` other than null)."""
+    start from pretrained weights (``init_from``, or ``encoder.weights`` other than null).
+    Its value was checked before the job (:mod:`autoencoder.preflight`)."""
     setting = cfg.get("score_start", "auto")
     if setting == "auto":
         setting = bool(cfg.get("init_from")) or cfg.encoder.get("weights") is not None
-    if not isinstance(setting, bool):
-        raise ConfigError(f"score_start must be auto, true or false; got {setting!r}.")
     return StartScore(output_dir / "checkpoints") if setting else None
 
 
-def _start_from(
-    model: Autoencoder, init_from: str | None, ckpt_path: str | None, required: bool = False
-) -> None:
+def _start_from(model: Autoencoder, init_from: str | None, ckpt_path: str | None) -> None:
     """Load ``init_from``'s weights into the new model, unless ``ckpt_path`` resumes a run
     (whose checkpoint holds its own weights)."""
-    if not init_from and required and not ckpt_path:
-        raise ConfigError(
-            "this recipe adapts a pretrained autoencoder (requires_init_from=true, e.g. "
-            "experiment=adapt): set init_from=<a run's checkpoint>, e.g. "
-            "init_from=outputs/train/runs/<run>/checkpoints/best-epochNNN.ckpt. To start from "
-            "a run's encoder alone, use encoder.weights=<that checkpoint> with another "
-            "experiment."
-        )
     if not init_from:
         return
     if ckpt_path:

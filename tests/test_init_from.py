@@ -10,6 +10,7 @@ import torch
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.errors import ConfigError
 from autoencoder.examples import smoke_overrides
+from autoencoder.preflight import check_job
 from autoencoder.runs import build_model, start_from_checkpoint
 from autoencoder.train import train
 
@@ -125,7 +126,7 @@ def test_the_adaptation_recipe_needs_a_run_to_start_from(compose_cfg, tmp_path) 
         "experiment=adapt", "data=synthetic", "encoder.weights=null", output_dir=tmp_path / "a"
     )
     with pytest.raises(ConfigError, match=r"requires_init_from=true.*set init_from="):
-        train(cfg)
+        check_job(cfg)
 
 
 def test_a_run_from_a_checkpoint_reads_no_other_encoder_weights(compose_cfg, source, tmp_path):

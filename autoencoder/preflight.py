@@ -1,0 +1,360 @@
+"""Every check a job's composed config and the file system decide, made before any work:
+before a dataset is opened, a weight downloaded or a trainer built.
+
+:func:`check_job` runs in :func:`autoencoder.cli.run_job` after the config validation (keys
+and types against the targets' signatures) and reports every problem it finds at once:
+
+- the keys a job requires and the choices it takes (``init_from`` for a recipe that
+  requires it, ``score_start``, ``split``);
+- every path a key names (checkpoints, weights files, data folders), through
+  :mod:`autoencoder.inputs`;
+- the devices asked for (``device=cuda`` and ``trainer.accelerator=gpu`` on a machine
+  without one);
+- a command-line choice of a config group whose values the experiment sets back
+  (``experiment=quality_256 layout=depth2``): refused instead of silently ignored;
+- for training, the objects built from the config with no weights read (the model, its
+  encoder and the fine-tuning callback), so that their constructors' checks
+  (``model.lr > 0``, the encoder depth, ...) run first too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from autoencoder.checkpointing import CHECKPOINT_FIX
+from autoencoder.config import config_dir, instantiate
+from autoencoder.errors import AutoencoderError, ConfigError
+from autoencoder.inputs import existing_file, existing_folder, torch_device
+from autoencoder.precision import resolve_precision
+from autoencoder.runs import RUN_CONFIG, build_model
+from autoencoder.validation import validate_config
+
+ENCODER_WEIGHTS_FIX = (
+    "Use encoder.weights=imagenet, encoder.weights=null, the path to a state dict saved with "
+    "torch.save, or a training run's checkpoint (its encoder is taken)."
+)
+ARRAYS_FIX = "data=arrays needs data.path=<DIR> containing train.npz and test.npz."
+# Groups whose options are meant to override what comes before them, or that configure
+# Hydra itself: their values are not checked against the composed config.
+_COMPOSING_GROUPS = ("experiment", "hparams_search", "hydra")
+SCORE_START_CHOICES = ("auto", True, False)
+
+
+def check_config(cfg: DictConfig, devices: bool = True) -> None:
+    """Everything a job checks before it starts, in order: the command line's group choices
+    against the composed config, ``trainer.precision=auto`` resolved for this machine, the
+    keys and types (:func:`~autoencoder.validation.validate_config`), then
+    :func:`check_job`. ``cfg`` may hold its ``hydra`` section (a sweep's jobs), which the
+    key and type validation leaves out. ``devices=False`` leaves the devices unchecked, for
+    jobs that run on another machine (a cluster's launcher)."""
+    check_group_choices(cfg)
+    resolve_precision(cfg)
+    validate_config(_without_hydra(cfg) if "hydra" in cfg else cfg)
+    check_job(cfg, devices)
+
+
+def check_job(cfg: DictConfig, devices: bool = True) -> None:
+    """Raise one :class:`ConfigError` listing every problem of the job ``cfg``
+    (``cfg.task_name``: train, pretrain, evaluate or encode) found without doing any work;
+    ``devices=False`` leaves out the checks of the devices it asks for."""
+    checks = JOB_CHECKS.get(str(cfg.get("task_name")), ())
+    problems = []
+    for check in checks:
+        if not devices and check in DEVICE_CHECKS:
+            continue
+        try:
+            check(cfg)
+        except AutoencoderError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+# ------------------------------------------------------------------------- training
+def _required_start(cfg: DictConfig) -> None:
+    if cfg.get("requires_init_from") and not cfg.get("init_from") and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "this recipe adapts a pretrained autoencoder (requires_init_from=true, e.g. "
+            "experiment=adapt): set init_from=<a run's checkpoint>, e.g. "
+            "init_from=outputs/train/runs/<run>/checkpoints/best-epochNNN.ckpt. To start from "
+            "a run's encoder alone, use encoder.weights=<that checkpoint> with another "
+            "experiment."
+        )
+
+
+def _score_start(cfg: DictConfig) -> None:
+    setting = cfg.get("score_start", "auto")
+    if setting not in SCORE_START_CHOICES or not isinstance(setting, (str, bool)):
+        raise ConfigError(f"score_start must be auto, true or false; got {setting!r}.")
+
+
+def _training_paths(cfg: DictConfig) -> Iterator[None]:
+    """The checkpoint a run resumes or starts from and the encoder's weights file."""
+    if cfg.get("ckpt_path"):
+        yield existing_file("ckpt_path", cfg.ckpt_path, CHECKPOINT_FIX)
+    if cfg.get("init_from") and not cfg.get("ckpt_path"):
+        yield existing_file("init_from", cfg.init_from, CHECKPOINT_FIX)
+    weights = cfg.encoder.get("weights") if "encoder" in cfg else None
+    reads_weights = not cfg.get("ckpt_path") and not cfg.get("init_from")
+    if weights not in (None, "imagenet") and reads_weights:
+        yield existing_file("encoder.weights", weights, ENCODER_WEIGHTS_FIX)
+
+
+def _data_paths(cfg: DictConfig) -> Iterator[None]:
+    """The folder of a data section that reads local files (``data=arrays``, ``folder``)."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or "_target_" not in data or not data.get("path"):
+        return
+    target = str(data._target_)
+    if target.endswith("ArraysDataModule"):
+        yield existing_folder("data.path", data.path, ARRAYS_FIX, ("train.npz", "test.npz"))
+    elif target.endswith("FolderDataModule"):
+        yield existing_folder("data.path", data.path, "point data.path at a folder of images.")
+
+
+def _accelerator(cfg: DictConfig) -> None:
+    """A trainer asked for a GPU on a machine without one (Lightning would raise deep in
+    its constructor, or an experiment that pins the CPU would have trained there)."""
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig):
+        return
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: this machine has no CUDA device "
+                "(torch.cuda.is_available() is false). Drop trainer=gpu, or set "
+                "trainer.accelerator=auto (the GPU where there is one) or cpu."
+            )
+        devices = trainer.get("devices", 1)
+        if isinstance(devices, int) and devices > count:
+            raise ConfigError(
+                f"trainer.devices={devices}: this machine has {count} CUDA device(s); set "
+                f"trainer.devices={count} (or -1: all of them)."
+            )
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps: MPS is not available here; use auto or cpu.")
+
+
+def _built_without_weights(cfg: DictConfig) -> None:
+    """Build the model (its encoder with no weights read) and the fine-tuning callback, so
+    that their constructors' checks run before the data and the weights are touched."""
+    unweighted = copy.deepcopy(cfg)
+    with open_dict(unweighted):
+        unweighted.encoder.weights = None
+    build_model(unweighted)
+    instantiate(cfg.finetune)
+
+
+def _each(check: Callable[[DictConfig], Iterator[None]]) -> Callable[[DictConfig], None]:
+    """A check that yields once per path it checks, run to the end."""
+    return lambda cfg: list(check(cfg)) and None
+
+
+# ---------------------------------------------------------------- evaluate and encode
+def _trained_run_paths(cfg: DictConfig) -> None:
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "ckpt_path is required: ckpt_path=outputs/train/runs/<run>/checkpoints/"
+            "best-epochNNN.ckpt (or last.ckpt)."
+        )
+    existing_file("ckpt_path", cfg.ckpt_path, "Pass a training run's .ckpt.")
+    if cfg.get("model_config"):
+        existing_file(
+            "model_config", cfg.model_config, f"Pass the {RUN_CONFIG} of the run that wrote it."
+        )
+    if cfg.get("classifier_weights"):
+        existing_file(
+            "classifier_weights",
+            cfg.classifier_weights,
+            "Pass the encoder_weights.pt written by scripts/pretrain_encoder.py.",
+        )
+
+
+def _device(cfg: DictConfig) -> None:
+    if cfg.get("device"):
+        torch_device("device", str(cfg.device))
+
+
+# The splits scripts/encode.py writes (split=NAME), or all of them (split=all).
+SPLITS = ("train", "val", "test")
+
+
+def encoded_splits(split: str) -> tuple[str, ...]:
+    """The splits ``split=`` names for ``scripts/encode.py``."""
+    if split == "all":
+        return SPLITS
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is invalid; use one of {', '.join(SPLITS)} or all.")
+    return (split,)
+
+
+def _split(cfg: DictConfig) -> None:
+    encoded_splits(str(cfg.get("split")))
+
+
+JOB_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
+    "train": (
+        _required_start,
+        _score_start,
+        _each(_training_paths),
+        _each(_data_paths),
+        _accelerator,
+        _built_without_weights,
+    ),
+    "pretrain": (_each(_training_paths), _each(_data_paths), _accelerator),
+    "evaluate": (_trained_run_paths, _each(_data_paths), _device),
+    "encode": (_trained_run_paths, _each(_data_paths), _device, _split),
+}
+
+
+DEVICE_CHECKS = (_accelerator, _device)
+
+
+# ------------------------------------------------ group choices the experiment sets back
+def check_group_choices(cfg: DictConfig) -> None:
+    """Raise a :class:`ConfigError` for each config group chosen on the command line
+    (``layout=depth2``) some of whose values the composed config does not hold, because a
+    config applied after it (the experiment) sets them: the choice would be recorded in the
+    run's overrides but not used. Runs on the config as composed, before any value is
+    resolved for the machine (``trainer.precision=auto``)."""
+    problems = _overridden_choices(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _overridden_choices(cfg: DictConfig) -> list[str]:
+    """A message for each config group chosen on the command line (``layout=depth2``)
+    some of whose values the composed config does not hold, because a config applied after
+    it (the experiment) sets them: the choice would be recorded but not used."""
+    hydra = _hydra_section(cfg)
+    if hydra is None:
+        return []
+    # the last choice of each group: an earlier one on the same command line is replaced
+    overrides = list({o.partition("=")[0]: o for o in map(str, hydra.overrides.task)}.values())
+    explicit = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    experiment = hydra.runtime.choices.get("experiment")
+    problems = []
+    for override in overrides:
+        group, equals, option = override.partition("=")
+        if not equals or group.startswith(("+", "~")) or group in _COMPOSING_GROUPS:
+            continue
+        chosen = hydra.runtime.choices.get(group)
+        if chosen is not None and chosen != option:
+            problems.append(
+                f"{group}={option} is replaced by {group}={chosen} (set by "
+                f"experiment={experiment}); drop {group}={option} or pick another experiment."
+            )
+            continue
+        differing = {
+            key: (value, theirs)
+            for key, value in group_values(group, option).items()
+            if key not in explicit
+            and (theirs := _composed(cfg, key)) is not _UNKNOWN
+            and theirs != value
+        }
+        if differing:
+            problems.append(_overridden_message(group, option, experiment, differing))
+    return problems
+
+
+def _overridden_message(
+    group: str, option: str, experiment: str | None, differing: Mapping[str, tuple[Any, Any]]
+) -> str:
+    by = f"experiment={experiment}" if experiment else "a config applied after it"
+    theirs = ", ".join(f"{key}={_show(value[1])}" for key, value in differing.items())
+    ours = " ".join(f"{key}={_show(value[0])}" for key, value in differing.items())
+    return (
+        f"{group}={option} is not used: {by} sets {theirs}. Set the keys themselves "
+        f"instead ({ours}), or drop {group}={option}."
+    )
+
+
+_UNKNOWN = object()
+
+
+def group_values(group: str, option: str) -> dict[str, Any]:
+    """The values an option of a config group sets itself (not through its own defaults
+    list), by dotted key in the composed config; interpolations are left out."""
+    path = config_dir() / group / f"{option}.yaml"
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    package = group.replace("/", ".")
+    for line in text.splitlines():
+        if line.startswith("# @package"):
+            declared = line.split("@package", 1)[1].strip()
+            package = "" if declared == "_global_" else declared.replace("_group_", package)
+            break
+    loaded = OmegaConf.create(text)
+    values = OmegaConf.to_container(loaded, resolve=False) if isinstance(loaded, DictConfig) else {}
+    assert isinstance(values, dict)
+    values.pop("defaults", None)
+    return {
+        key: value
+        for key, value in _flatten(values, package)
+        if not (isinstance(value, str) and "${" in value)
+    }
+
+
+def _flatten(values: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(values, dict) and values and "_target_" not in values:
+        for key, value in values.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, values
+
+
+def _composed(cfg: DictConfig, key: str) -> Any:
+    try:
+        node = OmegaConf.select(cfg, key, default=_UNKNOWN, throw_on_missing=False)
+        if isinstance(node, (DictConfig, list)) or OmegaConf.is_config(node):
+            return OmegaConf.to_container(node, resolve=True)
+        return node
+    except (OmegaConfBaseException, ValueError):
+        return _UNKNOWN
+
+
+def _show(value: Any) -> str:
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def _hydra_section(cfg: DictConfig) -> Any:
+    """The Hydra section of a job: composed into ``cfg`` (sweeps, tests) or the running
+    job's; ``None`` outside Hydra."""
+    if "hydra" in cfg:
+        return cfg.hydra
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def data_folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a folder of ``train.npz`` and ``test.npz`` (the benchmarks'
+    ``--data-dir``), or ``None`` when it is one."""
+    try:
+        existing_folder(
+            "--data-dir",
+            path,
+            ARRAYS_FIX.replace("data.path", "--data-dir"),
+            ("train.npz", "test.npz"),
+        )
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        job.pop("hydra", None)
+    return job
