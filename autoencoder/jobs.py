@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,10 @@ class FitOutcome:
     # what the job read from the trainer after the fit, before testing (which loads the
     # best checkpoint and restores the callbacks' states from it)
     after_fit: dict[str, Any] = field(default_factory=dict)
+    # the validation metrics (val/*) of the model the job returns: its best checkpoint's
+    validation: dict[str, float] = field(default_factory=dict)
+    # the last epoch's validation metrics, when the best checkpoint is another one
+    last_validation: dict[str, float] | None = None
 
     def record(self, **entries: Any) -> RunMetrics:
         """The job's :class:`RunMetrics`: the entries every job reports, and ``entries``."""
@@ -93,6 +97,10 @@ def fit_and_test(
             read = after_fit(trainer) if after_fit is not None else {}
             checkpoint = best_checkpoint_callback(callbacks)
             best_ckpt = (checkpoint.best_model_path or None) if checkpoint else None
+            with without_expected_warnings(in_memory):
+                validation, last_validation = returned_validation(
+                    trainer, module, datamodule, best_ckpt
+                )
             best_score = (
                 float(checkpoint.best_model_score)
                 if checkpoint is not None and checkpoint.best_model_score is not None
@@ -106,7 +114,46 @@ def fit_and_test(
             failed = False
         finally:
             finish_loggers(loggers, failed)
-    return FitOutcome(trainer, best_ckpt, best_score, test_metrics, fit_seconds, read)
+    return FitOutcome(
+        trainer,
+        best_ckpt,
+        best_score,
+        test_metrics,
+        fit_seconds,
+        read,
+        validation,
+        last_validation,
+    )
+
+
+def returned_validation(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    best_ckpt: str | None,
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The validation metrics (``val/*``) of the model a job returns, its best checkpoint,
+    and the last epoch's when that is another model (``None`` otherwise).
+
+    When the best checkpoint is not the last step's (an earlier epoch, or the start that no
+    epoch beat), it is validated again, without logging, so that the record describes the
+    model it returns rather than the last epoch's.
+    """
+    last = _validation_metrics(trainer.callback_metrics)
+    if best_ckpt is None or read_checkpoint(best_ckpt)["global_step"] == trainer.global_step:
+        return last, None
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        results = trainer.validate(
+            module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False
+        )
+    finally:
+        trainer.loggers = loggers
+    return _validation_metrics(results[0] if results else {}), last
+
+
+def _validation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items() if key.startswith("val/")}
 
 
 def write_record(trainer: pl.Trainer, output_dir: str | Path, metrics: RunMetrics) -> None:
@@ -128,12 +175,6 @@ def best_checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | Non
     return next(
         (c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
     )
-
-
-def best_checkpoint(callbacks: list[Callback]) -> str | None:
-    """Path of the best checkpoint by the monitored metric, if one was saved."""
-    callback = best_checkpoint_callback(callbacks)
-    return (callback.best_model_path or None) if callback is not None else None
 
 
 def checkpoint_epochs(path: str | None) -> int | None:

@@ -53,9 +53,11 @@ class RunMetrics:
         latent_floats, compression_ratio: the bottleneck, per image.
         transition_epoch, transition_step: where phase 2 of fine-tuning began (``None``:
             never).
-        monitored: the metrics a sweeper reads (``val/psnr``: the last validation's).
+        monitored: the metrics a sweeper reads (``val/psnr``), of the model the run returns
+            (its best checkpoint, validated again when that is not the last epoch's).
         extra: what else the job reports (a pretraining run's classifier and weights file,
-            an evaluation's images and probe).
+            an evaluation's images and probe; ``last_epoch``: the last epoch's ``val/psnr``
+            when the run returns another checkpoint).
     """
 
     test: dict[str, float | None] = field(default_factory=dict)

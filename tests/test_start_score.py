@@ -4,6 +4,7 @@ step and returns that start when no epoch beats it, through a resume too."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,14 @@ def test_a_run_that_only_gets_worse_returns_its_start(source_ckpt, tmp_path) -> 
     assert Path(summary["best_ckpt"]) == run_dir / "checkpoints" / START_FILENAME
     assert summary["best_epoch"] == 0
     assert summary["test/mse"] == pytest.approx(mse_on(source_ckpt, "test"), rel=1e-4)
+    # the record describes the model it returns: the start's validation, the last epoch's
+    # (worse) kept apart and labelled
+    assert summary["val/psnr"] == pytest.approx(summary["start"]["val/psnr"], rel=1e-4)
+    assert summary["last_epoch"]["epoch"] == 2
+    assert summary["last_epoch"]["val/psnr"] < summary["val/psnr"] - 0.1
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written["val/psnr"] == summary["val/psnr"]
+    assert written["last_epoch"] == summary["last_epoch"]
     # the weights it was given, not the wrecked ones
     given, returned = (
         read_checkpoint(p)["state_dict"] for p in (source_ckpt, summary["best_ckpt"])
@@ -122,6 +131,7 @@ def test_an_epoch_that_beats_the_start_replaces_it(source_ckpt, tmp_path) -> Non
     summary = adapt(spoiled, run_dir, *more_steps, "trainer.max_epochs=2", "model.lr=1e-6")
     assert summary["best_epoch"] in (1, 2)
     assert summary["val/psnr"] > summary["start"]["val/psnr"] + 1.0
+    assert ("last_epoch" in summary) == (summary["best_epoch"] == 1)
     assert not (run_dir / "checkpoints" / START_FILENAME).exists(), "the beaten start is removed"
 
 
