@@ -1,9 +1,13 @@
-"""Multirun bookkeeping: one sortable table of every job's status, overrides and metrics.
+"""Multirun bookkeeping: every job checked before the first starts, and one sortable table
+of every job's status, overrides and metrics.
 
-:class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
-After each job of a multirun it records the job's status in ``<job dir>/job_status.json``
-and rewrites ``<sweep dir>/summary.csv`` from every job folder, so the table is current
-after every job, also when a later job fails or the sweep is interrupted.
+Both are Hydra callbacks (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
+:class:`CheckJobsFirst` composes the config of every job the sweep plans and runs the
+checks of a single run on it (:func:`autoencoder.preflight.check_config`) before any job
+starts, so a bad value in job 17 of 20 is reported in seconds. :class:`SweepSummary`, after
+each job, records the job's status in ``<job dir>/job_status.json`` and rewrites ``<sweep
+dir>/summary.csv`` from every job folder, so the table is current after every job, also
+when a later job fails or the sweep is interrupted.
 """
 
 from __future__ import annotations
@@ -12,23 +16,126 @@ import csv
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
+from autoencoder.cli import hydra_error_line, import_modules
 from autoencoder.compat import failed_job_exception
-from autoencoder.errors import user_message
+from autoencoder.errors import AutoencoderError, user_message
+from autoencoder.preflight import check_config
 from autoencoder.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-# metrics.json entries that are not results, or not one value: paths, the start's scores
-NOT_RESULTS = ("best_ckpt", "start", "schema_version")
+# metrics.json entries that are not results, or not one value: paths, the start's and the last
+# epoch's scores
+NOT_RESULTS = ("best_ckpt", "start", "last_epoch", "schema_version")
+
+
+class CheckJobsFirst(Callback):
+    """Before a multirun launches its first job, compose every job's config and check it as
+    a single run would be checked; report every problem, one line each with the job's
+    overrides, and exit with status 1 without running any job. With ``check=true``, exit
+    after the checks either way.
+
+    Jobs of the basic sweeper (``-m key=a,b``, SLURM) are checked one by one, at most
+    ``max_jobs`` of them. For a search sweeper (Optuna), whose trials are not known in
+    advance, each value of its search space is checked once: every option of a ``choice``
+    and both ends of an ``interval``, the other keys at their first value. Devices are
+    checked only for jobs that run on this machine (not for a cluster's launcher).
+    """
+
+    def __init__(self, max_jobs: int = 500) -> None:
+        self.max_jobs = max_jobs
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = planned_jobs(config)
+        checked = jobs[: self.max_jobs]
+        problems = [
+            f"job {index} ({' '.join(overrides) or 'no overrides'}): {line}"
+            for index, overrides in enumerate(checked)
+            for line in _job_problems(config, overrides)
+        ]
+        skipped = f" (the first {len(checked)} of {len(jobs)})" if len(jobs) > len(checked) else ""
+        if problems:
+            for line in problems:
+                print(f"error: {line}", file=sys.stderr)
+            print(
+                f"error: {len(checked)} planned jobs checked{skipped}; nothing was run. Fix the "
+                "values above (check=true checks a sweep without running it).",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        log.info("sweep: %d planned jobs checked%s", len(checked), skipped)
+        if config.get("check"):
+            print(f"check: {len(checked)} planned jobs checked{skipped}; nothing was run.")
+            sys.exit(0)
+
+
+def planned_jobs(config: DictConfig) -> list[list[str]]:
+    """The overrides of each job a multirun's sweeper plans (see :class:`CheckJobsFirst`)."""
+    hydra = config.hydra
+    params = hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += [str(override) for override in hydra.overrides.task]
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    if str(hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return BasicSweeper.split_arguments(overrides, None)[0]
+    values = {override.get_key_element(): _values(override) for override in overrides}
+    first = {key: options[0] for key, options in values.items()}
+    jobs = [first]
+    for key, options in values.items():
+        jobs += [{**first, key: option} for option in options[1:]]
+    return [[f"{key}={value}" for key, value in job.items()] for job in jobs]
+
+
+def _values(override: Override) -> list[str]:
+    """The values of one override to check: each of a discrete sweep, both ends of an
+    interval, or its one value."""
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        return [str(sweep.start), str(sweep.end)]
+    return [override.get_value_element_as_str()]
+
+
+def _job_problems(config: DictConfig, overrides: list[str]) -> list[str]:
+    """The problems of one planned job, composed as its launcher would compose it."""
+    master = HydraConfig.instance().cfg
+    try:
+        job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+        HydraConfig.instance().set_config(job)
+        import_modules(job.get("imports"))
+        check_config(job, devices=_runs_here(config))
+    except AutoencoderError as error:
+        return user_message(error).splitlines()
+    except HydraException as error:  # an unknown option or key
+        return [hydra_error_line(error)]
+    finally:
+        HydraConfig.instance().cfg = master
+    return []
+
+
+def _runs_here(config: DictConfig) -> bool:
+    """Whether the multirun's launcher runs its jobs on this machine."""
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    return launcher.endswith(("BasicLauncher", "JoblibLauncher"))
 
 
 class SweepSummary(Callback):
