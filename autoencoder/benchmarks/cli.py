@@ -36,9 +36,25 @@ from pathlib import Path
 
 from autoencoder.benchmarks import quality, ranking, speed, transfer
 from autoencoder.benchmarks.plots import speed_bars
+from autoencoder.benchmarks.transfer import finished_source
+from autoencoder.cli import exit_with_message
+from autoencoder.errors import AutoencoderError, ConfigError
+from autoencoder.inputs import existing_file, existing_folder, torch_device
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line, check its arguments, then run the part it names; a mistake
+    in the arguments or a failed step ends it with one ``error:`` line and status 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        check_arguments(args)
+        RUNNERS[args.part](args)
+    except AutoencoderError as error:
+        exit_with_message(error)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark suite's arguments: the shared ones, then one sub-parser per part."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--output", type=Path, default=Path("outputs/benchmark"), help="tables and figures"
@@ -47,8 +63,47 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--runs", type=Path, default=Path("outputs/benchmark"), help="the training runs"
     )
     parts = parser.add_subparsers(dest="part", required=True)
-
     speed_part = parts.add_parser("speed", help="pipeline vs bare loop, loader, step costs")
+    _add_speed_arguments(speed_part)
+    transfer_part = parts.add_parser("transfer", help="pretrained vs scratch, per geometry")
+    _add_transfer_arguments(transfer_part)
+    quality_part = parts.add_parser("quality", help="test PSNR at fixed latent sizes vs PCA")
+    _add_quality_arguments(quality_part)
+    rank_part = parts.add_parser("rank", help="candidate sweeps against a baseline, by seeds")
+    _add_rank_arguments(rank_part)
+    for part in (speed_part, transfer_part, quality_part):
+        part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    return parser
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What the arguments alone decide, before anything is launched: the data folder holds
+    train.npz and test.npz, the files and devices named exist."""
+    if getattr(args, "data_dir", None):
+        args.data_dir = existing_folder(
+            "--data-dir",
+            args.data_dir,
+            "Pass a folder with train.npz and test.npz (CIFAR-10 as arrays, docs/results.md).",
+            ("train.npz", "test.npz"),
+        ).resolve()
+    if args.part == "speed" and args.device:
+        torch_device("--device", args.device)
+    if args.part == "transfer":
+        if args.classifier_weights:
+            existing_file(
+                "--classifier-weights",
+                args.classifier_weights,
+                "Pass the encoder_weights.pt written by scripts/pretrain_encoder.py.",
+            )
+        finished_source(args.source)
+
+
+def _data(args: argparse.Namespace) -> list[str]:
+    return ["data=arrays", f"data.path={args.data_dir}"]
+
+
+# -------------------------------------------------------------------- the speed part
+def _add_speed_arguments(speed_part: argparse.ArgumentParser) -> None:
     speed_part.add_argument("--data-dir", required=True, help="train.npz and test.npz")
     speed_part.add_argument("--steps", type=int, default=20)
     speed_part.add_argument("--warmup", type=int, default=5)
@@ -68,10 +123,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the fixed cost per step, part by part, on a tiny model (overhead.csv/.md)",
     )
 
-    transfer_part = parts.add_parser("transfer", help="pretrained vs scratch, per geometry")
-    _add_transfer_arguments(transfer_part)
 
-    quality_part = parts.add_parser("quality", help="test PSNR at fixed latent sizes vs PCA")
+def _run_speed(args: argparse.Namespace) -> None:
+    overrides = [*_data(args), *args.overrides]
+    if args.overhead:
+        speed.overhead(overrides, args.output, args.steps, args.warmup, device_name=args.device)
+        return
+    speed.run(
+        overrides,
+        args.output,
+        args.steps,
+        args.warmup,
+        tuple(args.skip),
+        device_name=args.device,
+    )
+    speed_bars(json.loads((args.output / "speed.json").read_text()), args.output / "speed.png")
+
+
+# ------------------------------------------------------------------ the quality part
+def _add_quality_arguments(quality_part: argparse.ArgumentParser) -> None:
     quality_part.add_argument("--data-dir", required=True)
     quality_part.add_argument("--floats", type=int, nargs="+", default=[64, 256, 1024])
     quality_part.add_argument(
@@ -96,7 +166,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     quality_part.add_argument("--from", dest="summarise_only", action="store_true")
 
-    rank_part = parts.add_parser("rank", help="candidate sweeps against a baseline, by seeds")
+
+def _run_quality(args: argparse.Namespace) -> None:
+    named = dict(entry.split("=", 1) for entry in args.config) or {"default": ""}
+    configs = {
+        name: [*_data(args), *shlex.split(text), *args.overrides] for name, text in named.items()
+    }
+    quality.run(
+        configs,
+        args.floats,
+        args.epochs,
+        args.runs,
+        args.output,
+        full=args.full,
+        train=not args.summarise_only,
+    )
+
+
+# --------------------------------------------------------------------- the rank part
+def _add_rank_arguments(rank_part: argparse.ArgumentParser) -> None:
     rank_part.add_argument(
         "--sweep",
         action="append",
@@ -109,54 +197,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     rank_part.add_argument("--name", default="ranking", help="the table's file name")
     rank_part.add_argument("--digits", type=int, default=2, help="decimals of the values")
 
-    for part in (speed_part, transfer_part, quality_part):
-        part.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
-    args = parser.parse_args(argv)
 
-    if args.part == "rank":
-        sweeps = {}
-        for entry in args.sweep:
-            name, _, rest = entry.partition("=")
-            folder, _, varied = rest.partition(":")
-            sweeps[name] = (Path(folder), varied)
-        ranking.run(sweeps, args.baseline, args.metric, args.output, args.name, args.digits)
-        return
-    data = [f"data.path={Path(args.data_dir).resolve()}"] if args.data_dir else []
-    if args.part == "speed" and args.overhead:
-        speed.overhead(
-            ["data=arrays", *data, *args.overrides],
-            args.output,
-            args.steps,
-            args.warmup,
-            device_name=args.device,
+def _run_rank(args: argparse.Namespace) -> None:
+    sweeps = {}
+    for entry in args.sweep:
+        name, _, rest = entry.partition("=")
+        folder, _, varied = rest.partition(":")
+        sweeps[name] = (
+            existing_folder(
+                f"--sweep {name}",
+                folder,
+                "Pass NAME=DIR with DIR a multirun folder (its summary.csv lists the jobs).",
+            ),
+            varied,
         )
-    elif args.part == "speed":
-        speed.run(
-            ["data=arrays", *data, *args.overrides],
-            args.output,
-            args.steps,
-            args.warmup,
-            tuple(args.skip),
-            device_name=args.device,
+    if args.baseline not in sweeps:
+        raise ConfigError(
+            f"--baseline {args.baseline}: no --sweep of that name; the sweeps are "
+            f"{', '.join(sweeps)}."
         )
-        speed_bars(json.loads((args.output / "speed.json").read_text()), args.output / "speed.png")
-    elif args.part == "transfer":
-        _run_transfer(args, data)
-    else:
-        named = dict(entry.split("=", 1) for entry in args.config) or {"default": ""}
-        configs = {
-            name: ["data=arrays", *data, *shlex.split(text), *args.overrides]
-            for name, text in named.items()
-        }
-        quality.run(
-            configs,
-            args.floats,
-            args.epochs,
-            args.runs,
-            args.output,
-            full=args.full,
-            train=not args.summarise_only,
-        )
+    ranking.run(sweeps, args.baseline, args.metric, args.output, args.name, args.digits)
 
 
 # ----------------------------------------------------------------- the transfer part
@@ -208,15 +268,14 @@ def _seeds(entries: Sequence[str], regimes: Sequence[int]) -> dict[int, int]:
     return seeds
 
 
-def _run_transfer(args: argparse.Namespace, data: list[str]) -> None:
+def _run_transfer(args: argparse.Namespace) -> None:
     classes = (
         [f"data.classes=[{','.join(map(str, args.target_classes))}]"] if args.target_classes else []
     )
     study = transfer.Study(
         source=args.source.resolve(),
         base=(
-            "data=arrays",
-            *data,
+            *_data(args),
             *classes,
             "logger=csv",
             "trainer.enable_progress_bar=false",
@@ -238,3 +297,11 @@ def _run_transfer(args: argparse.Namespace, data: list[str]) -> None:
         args.output,
         train=not args.summarise_only,
     )
+
+
+RUNNERS = {
+    "speed": _run_speed,
+    "transfer": _run_transfer,
+    "quality": _run_quality,
+    "rank": _run_rank,
+}

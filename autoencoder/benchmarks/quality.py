@@ -46,8 +46,9 @@ from autoencoder.benchmarks.baselines import (
 )
 from autoencoder.benchmarks.tables import Table
 from autoencoder.checkpointing import read_checkpoint
-from autoencoder.cli import job_command, launch
+from autoencoder.cli import check_commands, job_command, launch
 from autoencoder.config import compose_config, instantiate
+from autoencoder.errors import ConfigError
 from autoencoder.run_folder import RunFolder, RunMetrics
 
 # In a config's overrides: the latent size of the run; the config then sets it itself.
@@ -127,11 +128,15 @@ def plan(
 ) -> list[PlannedRun]:
     """Every config at every latent size it can have, as a :class:`PlannedRun` under
     ``runs/<mode>/``; a config whose overrides hold :data:`PLACEHOLDER` must compose each
-    size itself (a ``SystemExit`` saying so when it does not)."""
+    size itself (a :class:`ConfigError` saying so when it does not), and every size in
+    ``floats`` must be reached by at least one config."""
     planned = []
+    grids: dict[str, Layout] = {}
     for name, overrides in configs.items():
         templated = any(PLACEHOLDER in override for override in overrides)
         composed = None if templated else Composed.of(overrides)
+        if composed is not None:
+            grids[name] = composed.layout
         for size in floats:
             if templated:
                 sized = tuple(o.replace(PLACEHOLDER, str(size)) for o in overrides)
@@ -144,7 +149,24 @@ def plan(
                 sized = (*overrides, f"model.latent_channels={channels}")
             folder = RunFolder(runs / mode.name / name / str(size))
             planned.append(PlannedRun(name, size, sized, composed, folder, templated))
+    unreached = sorted(set(floats) - {run.floats for run in planned})
+    if unreached:
+        raise ConfigError(_unreached_message(unreached, grids))
     return planned
+
+
+def _unreached_message(sizes: Sequence[int], grids: Mapping[str, Layout]) -> str:
+    """No planned config reaches ``sizes``: the sizes each config's latent grid can have."""
+    reachable = "; ".join(
+        f"--config {name}'s latent grid is {grid.height} x {grid.width}: multiples of "
+        f"{area} ({area}, {2 * area}, {4 * area}, ...)"
+        for name, grid in grids.items()
+        for area in (grid.height * grid.width,)
+    )
+    return (
+        f"--floats {' '.join(map(str, sizes))}: no config reaches this latent size; {reachable}. "
+        "Pick sizes among those, or add a --config with another grid (e.g. encoder.depth=N)."
+    )
 
 
 def _check_size(name: str, overrides: Sequence[str], composed: Composed, size: int) -> None:
@@ -158,7 +180,7 @@ def _check_size(name: str, overrides: Sequence[str], composed: Composed, size: i
             if fit is not None
             else f"a latent grid that {size} floats fill ({grid} does not)"
         )
-        raise SystemExit(
+        raise ConfigError(
             f"--config {name}: {' '.join(overrides)} gives {channels} x {layout.height} x "
             f"{layout.width} = {found} latent floats, not {size}. With {PLACEHOLDER} in its "
             f"overrides the config sets the latent size itself: make it set {fix}."
@@ -466,13 +488,20 @@ def run(
     mode = FULL if full else QUICK
     planned = plan(configs, floats, runs, mode)
     if train:
-        for planned_run in planned:
-            budget = planned_run.budget(epochs)
-            if needs_training(planned_run.folder, budget):
-                launch(train_command(planned_run, budget))
+        to_train = [
+            train_command(run, run.budget(epochs))
+            for run in planned
+            if needs_training(run.folder, run.budget(epochs))
+        ]
+        check_commands(to_train)
+        for command in to_train:
+            launch(command)
     rows = [row for row in map(read_run, planned) if row is not None]
     if not rows:
-        raise SystemExit(f"no runs under {runs / mode.name}: train them (without --from)")
+        raise ConfigError(
+            f"no runs under {runs / mode.name}"
+            + (": train them (without --from)." if not train else ".")
+        )
     train_images, test_images = split_images(planned[0].overrides)
     pca = pca_baseline(train_images, test_images, sorted({r.floats for r in rows}))
     table = quality_table(rows, pca, len(train_images), mode, pca_note(planned))

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoencoder.benchmarks.tables import Table
-from autoencoder.cli import job_command, launch
+from autoencoder.cli import check_commands, job_command, launch
+from autoencoder.errors import ConfigError
+from autoencoder.inputs import existing_file, existing_folder
 from autoencoder.run_folder import RunFolder
 
 FOLDER = "transfer3"
@@ -41,10 +43,6 @@ class Strategy:
     name: str
     overrides: tuple[str, ...]
     trains: bool = True
-
-    @property
-    def needs_classifier(self) -> bool:
-        return any("{classifier}" in o for o in self.overrides)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -84,13 +82,7 @@ class Study:
     probe_train_images: int | None = 10000
 
     def source_checkpoint(self) -> str:
-        metrics = RunFolder(self.source).metrics()
-        if metrics is None or not metrics.best_ckpt:
-            raise SystemExit(
-                f"--source {self.source}: not a finished training run (no metrics.json with "
-                "a best_ckpt); train the source autoencoder first (docs/results.md)."
-            )
-        return str(Path(metrics.best_ckpt).resolve())
+        return finished_source(self.source)
 
     def folder(self, images: int, epochs: int, strategy: str, seed: int) -> RunFolder:
         if not STRATEGIES[strategy].trains:  # one evaluation per regime
@@ -101,7 +93,10 @@ class Study:
     def _filled(self, overrides: Sequence[str]) -> list[str]:
         values = {"source": self.source_checkpoint(), "classifier": self.classifier}
         if any("{classifier}" in o for o in overrides) and not self.classifier:
-            raise SystemExit("classifier_two_phase needs --classifier-weights PT")
+            raise ConfigError(
+                "--strategies classifier_two_phase needs --classifier-weights PT (a classifier "
+                "of scripts/pretrain_encoder.py)."
+            )
         return [o.format(**values) for o in overrides]
 
     def train_command(self, images: int, epochs: int, strategy: str, seed: int) -> list[str]:
@@ -296,6 +291,26 @@ def regime_table(regime: Regime, long: Regime | None = None) -> Table:
 
 
 # --------------------------------------------------------------------------- running
+def finished_source(source: Path) -> str:
+    """The best checkpoint of the source run folder ``source``; a :class:`ConfigError`
+    when it is not a finished training run or its checkpoint is gone."""
+    fix = "train the source autoencoder first (docs/results.md), or pass its run folder."
+    folder = existing_folder("--source", source, fix)
+    metrics = RunFolder(folder).metrics()
+    if metrics is None or not metrics.best_ckpt:
+        raise ConfigError(
+            f"--source {source}: not a finished training run (no metrics.json with a "
+            f"best_ckpt); {fix}"
+        )
+    return str(
+        existing_file(
+            f"--source {source}: its best checkpoint",
+            metrics.best_ckpt,
+            "Restore it, or train the source again.",
+        ).resolve()
+    )
+
+
 def run(
     study: Study,
     regimes: Sequence[int],
@@ -314,10 +329,19 @@ def run(
     if long_epochs:
         plans += [(images, long_epochs, long_strategies) for images in long_regimes]
     if train:
-        for images, budget, names in plans:
-            for strategy in names:
-                for seed in _seeds(strategy, seeds.get(images, 1)):
-                    _train_and_evaluate(study, images, budget, strategy, seed)
+        planned = [
+            (images, budget, strategy, seed)
+            for images, budget, names in plans
+            for strategy in names
+            for seed in _seeds(strategy, seeds.get(images, 1))
+        ]
+        check_commands(
+            study.train_command(*job)
+            for job in planned
+            if STRATEGIES[job[2]].trains and not study.folder(*job).is_finished()
+        )
+        for job in planned:
+            _train_and_evaluate(study, *job)
     tables, read = [], {}
     for images in regimes:
         regime = read_regime(study, images, epochs, seeds.get(images, 1))
@@ -327,7 +351,10 @@ def run(
             else None
         )
         if not regime.jobs:
-            raise SystemExit(f"no finished runs under {study.runs / FOLDER / str(images)}")
+            raise ConfigError(
+                f"no finished runs under {study.runs / FOLDER / str(images)}"
+                + (": train them (without --from)." if not train else ".")
+            )
         table = regime_table(regime, long)
         table.write(output, f"{FOLDER}_{images}")
         tables.append(table)
