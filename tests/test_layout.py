@@ -1,5 +1,9 @@
 """The package's floors: a module imports only from its own floor or below, so the building
-blocks never depend on the jobs that use them (docs/development.md, "Layout")."""
+blocks never depend on the jobs that use them (docs/development.md, "Layout"); and no
+module imports itself through others, inside a floor or across floors.
+
+Every import statement counts, at the top of a module or inside a function: an import
+deferred into a function still ties the two modules together."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ FLOORS = {
     "probe": 0,
     "loggers": 0,
     "run_folder": 0,
+    "inputs": 0,
+    "precision": 0,
     "plotting": 0,
     # 1: building blocks
     "models": 1,
@@ -37,6 +43,7 @@ FLOORS = {
     "sweeps": 2,
     "distributed": 2,
     "jobs": 2,
+    "preflight": 2,
     # 3: jobs
     "train": 3,
     "evaluate": 3,
@@ -54,11 +61,14 @@ def floor(module: str) -> int:
 
 
 def imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    """The package's names a module's import statements name, at any depth:
+    ``from autoencoder.models import encoders`` names ``autoencoder.models`` and
+    ``autoencoder.models.encoders``, whether that is a module or a class."""
     found = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return {name for name in found if name.startswith("autoencoder.")}
@@ -66,6 +76,53 @@ def imports(path: Path) -> set[str]:
 
 def modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+
+
+def module_name(path: Path) -> str:
+    """``autoencoder.models.encoders`` for ``autoencoder/models/encoders.py``, and the
+    package's name for its ``__init__.py``."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package, ``__init__`` files included, and the package's modules
+    it imports."""
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {
+        name: {module for module in imports(path) if module in paths and module != name}
+        for name, path in paths.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: its strongly connected components of more than one
+    module (Tarjan's algorithm), each sorted."""
+    order: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(module: str) -> None:
+        order[module] = lowest[module] = len(order)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in order:
+                visit(imported)
+                lowest[module] = min(lowest[module], lowest[imported])
+            elif imported in stack:
+                lowest[module] = min(lowest[module], order[imported])
+        if lowest[module] == order[module]:
+            component = [stack.pop()]
+            while component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return found
 
 
 def test_every_module_has_a_floor() -> None:
@@ -78,3 +135,12 @@ def test_a_module_imports_only_from_its_floor_or_below(path: Path) -> None:
     own = floor("autoencoder." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
     above = {name: floor(name) for name in imports(path) if floor(name) > own}
     assert not above, f"floor {own} imports from higher floors: {above}"
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle_inside_a_floor() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]

@@ -20,14 +20,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from autoencoder.errors import ConfigError, check_choice
-from autoencoder.models.encoders import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    check_encoder_name,
-    check_input_scale,
-    remove_stem_pool,
-    scale_input,
-)
+from autoencoder.models.encoder_spec import IMAGENET_MEAN, IMAGENET_STD
+from autoencoder.models.encoders import check_input_scale, remove_stem_pool, scale_input
+from autoencoder.models.registry import check_encoder_name
 from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import Schedule, schedule_multiplier
 
@@ -50,7 +45,7 @@ class Classifier(pl.LightningModule):
     pool lets it run on images as small as 32 px.
 
     Args:
-        name: an encoder of :data:`~autoencoder.models.encoders.ENCODERS` that torchvision
+        name: an encoder of :data:`~autoencoder.models.registry.ENCODERS` that torchvision
             has as a classifier (every ResNet and VGG).
         num_classes: number of label classes (at least 2).
         lr: peak learning rate.

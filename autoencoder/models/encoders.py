@@ -1,5 +1,4 @@
-"""Pretrained backbones (torchvision's, and timm's with the ``timm`` extra) cut into named
-stages.
+"""The encoder: a pretrained backbone from the encoder table, cut into named stages.
 
 An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to know:
 
@@ -11,174 +10,34 @@ An :class:`Encoder` owns everything a decoder and a fine-tuning policy need to k
 * freezing: which stages are trainable, and which BatchNorm layers stay in eval mode;
 * its weights, loaded into the backbone before it is cut (:mod:`autoencoder.models.weights`).
 
-Which backbones exist is one table, :data:`ENCODERS`: a name, a builder of the randomly
-initialised network, and a function that cuts it into stages. :func:`register_encoder` adds
-a family; the decoder, the parameter groups and fine-tuning need nothing else. Names with the
-``timm/`` prefix (``timm/convnext_atto``) are not in the table: they resolve through
-:mod:`autoencoder.models.timm_encoders`, which imports timm only then.
+Which backbones exist is the table of :mod:`autoencoder.models.registry` (its
+:data:`ENCODERS` and :func:`register_encoder` are importable from here too); what a family
+declares is :mod:`autoencoder.models.encoder_spec`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
 from autoencoder.errors import ConfigError
+from autoencoder.models.encoder_spec import StageInfo
+from autoencoder.models.registry import ENCODERS as ENCODERS
+from autoencoder.models.registry import check_encoder_name
+from autoencoder.models.registry import register_encoder as register_encoder
 from autoencoder.models.shape import EncoderGeometry
 from autoencoder.models.weights import load_weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # BatchNorm of a stage while the model trains: pretrained statistics, or batch statistics.
 BatchNormMode = Literal["eval", "train"]
 # The layers that keep running statistics, and their subclasses (timm's BatchNormAct2d):
 # torch's public BatchNorm classes, whose private base torch does not export.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-# encoder.name=timm/MODEL builds timm's MODEL (autoencoder.models.timm_encoders).
-TIMM_PREFIX = "timm/"
-
-
-def _resnet_stages(net: torchvision.models.ResNet) -> OrderedDict[str, nn.Module]:
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    return OrderedDict(
-        stem=stem, layer1=net.layer1, layer2=net.layer2, layer3=net.layer3, layer4=net.layer4
-    )
-
-
-_VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
-
-
-class _VGGFeatures(nn.Module):
-    """The convolutional part of a torchvision VGG, with the same parameter names.
-
-    Building the full VGG would also initialise its 120M-parameter classifier, which takes
-    seconds and is thrown away; the features use torchvision's own layer recipe and init.
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        config = torchvision.models.vgg.cfgs[_VGG_CONFIGS[name.removesuffix("_bn")]]
-        self.features = torchvision.models.vgg.make_layers(config, batch_norm=name.endswith("_bn"))
-        for module in self.features.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
-
-def _vgg_stages(net: _VGGFeatures) -> OrderedDict[str, nn.Module]:
-    stages: OrderedDict[str, nn.Module] = OrderedDict()
-    start = 0
-    for index, layer in enumerate(net.features):
-        if isinstance(layer, nn.MaxPool2d):
-            stages[f"block{len(stages) + 1}"] = net.features[start : index + 1]
-            start = index + 1
-    return stages
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    """One stage's output as its family declares it, as timm's ``FeatureInfo`` does: its
-    channels, and the total downsampling from the input with every max-pool in place."""
-
-    channels: int
-    reduction: int
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """One entry of the encoder table.
-
-    Attributes:
-        build: returns the randomly initialised network; its state dict uses the key names
-            of the weight files it should load (torchvision's, for torchvision models).
-        stages: cuts that network into an ordered dict of stages, lowest first; every stage
-            maps a feature map to the next, and their order is the order of the forward pass.
-        torchvision_name: the torchvision classification model this backbone comes from:
-            its ImageNet weights load with ``weights="imagenet"``, and pretraining
-            (``scripts/pretrain_encoder.py``) trains it as a classifier. ``None`` for a
-            backbone torchvision does not have.
-        stage_info: declares each stage's channels and downsampling, for a family whose
-            stages the convs and pools do not tell (strided convs in downsampling layers,
-            pooled shortcuts); the encoder checks them on a dummy image. ``None``: read from
-            the convs and pools of each stage's main path.
-        pretrained: builds the network with its pretrained weights (``weights="imagenet"``)
-            for a family that loads them itself (timm's, from the Hugging Face hub). ``None``:
-            ``build()``, then torchvision's weights of ``torchvision_name``.
-        translate_state_dict: renames the keys of a loaded state dict (``weights=PATH``) to
-            the network's, for a family whose weight files use other names (a timm
-            classifier's, which its features model flattens); it drops the keys of modules
-            the network does not hold (the classifier head). ``None``: the network's names.
-        mean, std: the input normalisation its weights were trained with.
-    """
-
-    build: Callable[[], nn.Module]
-    stages: Callable[[nn.Module], OrderedDict[str, nn.Module]]
-    torchvision_name: str | None = None
-    stage_info: Callable[[nn.Module], list[StageInfo]] | None = None
-    pretrained: Callable[[], nn.Module] | None = None
-    translate_state_dict: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
-
-
-ENCODERS: dict[str, EncoderSpec] = {
-    **{
-        name: EncoderSpec(partial(torchvision.models.get_model, name), _resnet_stages, name)
-        for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-    },
-    **{
-        f"vgg{n}{bn}": EncoderSpec(partial(_VGGFeatures, f"vgg{n}{bn}"), _vgg_stages, f"vgg{n}{bn}")
-        for n in (11, 13, 16, 19)
-        for bn in ("", "_bn")
-    },
-}
-
-
-def register_encoder(
-    name: str,
-    build: Callable[[], nn.Module],
-    stages: Callable[[nn.Module], OrderedDict[str, nn.Module]],
-    torchvision_name: str | None = None,
-    stage_info: Callable[[nn.Module], list[StageInfo]] | None = None,
-) -> None:
-    """Add a backbone family member to :data:`ENCODERS` (see :class:`EncoderSpec`); then
-    ``encoder.name=NAME`` builds it."""
-    if name.startswith(TIMM_PREFIX):
-        raise ConfigError(
-            f"cannot register {name!r}: names starting with {TIMM_PREFIX!r} are timm's models."
-        )
-    if name in ENCODERS:
-        raise ConfigError(f"an encoder named {name!r} is already registered.")
-    ENCODERS[name] = EncoderSpec(build, stages, torchvision_name, stage_info)
-
-
-def check_encoder_name(name: str) -> EncoderSpec:
-    """The table entry of ``name`` (a timm model's for ``timm/MODEL``); a
-    :class:`ConfigError` listing the valid names if none."""
-    if name.startswith(TIMM_PREFIX):
-        # Imported here, so that only a timm encoder pays for importing timm.
-        from autoencoder.models.timm_encoders import timm_encoder_spec
-
-        return timm_encoder_spec(name.removeprefix(TIMM_PREFIX))
-    if name not in ENCODERS:
-        raise ConfigError(
-            f"unknown encoder {name!r}. Valid names: {', '.join(ENCODERS)}, or "
-            f"{TIMM_PREFIX}MODEL for a timm model (set encoder=NAME; an encoder registered in "
-            "a module of your own needs imports=[MODULE])."
-        )
-    return ENCODERS[name]
 
 
 def _main_path(stage: nn.Module) -> list[nn.Module]:

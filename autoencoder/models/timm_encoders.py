@@ -13,7 +13,7 @@ run (vision transformers, models tapped with hooks, HRNet's parallel branches) i
 with a :class:`~autoencoder.errors.ConfigError` that names it.
 
 timm is imported only when a ``timm/`` name is asked for
-(:func:`~autoencoder.models.encoders.check_encoder_name`), since importing it takes seconds.
+(:func:`~autoencoder.models.registry.check_encoder_name`), since importing it takes seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from autoencoder.errors import ConfigError, ResourceUnavailableError, error_summary
-from autoencoder.models.encoders import (
+from autoencoder.models.encoder_spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TIMM_PREFIX,

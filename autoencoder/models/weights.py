@@ -170,7 +170,8 @@ def load_backbone_state_dict(
 
     Classifier heads (``fc``, ``classifier``) are ignored, so a classifier trained on any
     number of classes loads. Every other key must match by name and shape. ``translate``
-    renames the keys first (:attr:`EncoderSpec.translate_state_dict`).
+    renames the keys first
+    (:attr:`~autoencoder.models.encoder_spec.EncoderSpec.translate_state_dict`).
     """
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
