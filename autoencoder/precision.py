@@ -134,7 +134,7 @@ def resolve_precision(cfg: DictConfig) -> str | None:
     if precision in BF16_PRECISIONS:
         device, index = training_device(accelerator, devices)
         native, reason = native_bf16(device, index)
-        if not native:
+        if not native and device in ("cpu", "cuda"):  # other accelerators: not measured
             _log(logging.WARNING, emulated_bf16_warning(precision, device, reason))
     return precision
 

@@ -161,6 +161,13 @@ def test_native_bf16_and_other_precisions_are_left_alone_and_quiet(cpu, caplog, 
     assert not messages(caplog, logging.INFO) and not messages(caplog, logging.WARNING)
 
 
+def test_explicit_bf16_on_another_accelerator_is_not_judged(cpu, caplog) -> None:
+    cpu(AVX2_ONLY)
+    with caplog.at_level(logging.INFO):
+        assert resolve_precision(trainer_cfg("bf16-mixed", "mps")) == "bf16-mixed"
+    assert not messages(caplog, logging.WARNING)
+
+
 def test_a_config_without_a_trainer_is_left_alone() -> None:
     assert resolve_precision(OmegaConf.create({"data": {"path": "x"}})) is None
 
