@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
+from typing_extensions import override
 
 from autoencoder.compat import copy_all_, lerp_all_
 from autoencoder.errors import ConfigError
@@ -110,12 +111,14 @@ class EMAWeights(WeightAveraging):
         self.warmup_power = warmup_power
         self.update_starting_at_step = update_starting_at_step
 
+    @override
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """After every optimiser step from ``update_starting_at_step`` on (as Lightning's
         ``EMAWeightAveraging``), never at an epoch's end."""
         start = self.update_starting_at_step
         return step_idx is not None and (start is None or step_idx >= start)
 
+    @override
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
@@ -147,6 +150,7 @@ class ReconstructionImages(Callback):
         self.dirpath = Path(dirpath)
         self._val_images: torch.Tensor | None = None
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
@@ -162,6 +166,7 @@ class ReconstructionImages(Callback):
             filename=f"val_epoch{epoch:03d}.png",
         )
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -24,8 +24,10 @@ from typing import Any, Protocol
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
+from typing_extensions import override
 
 from autoencoder.compat import (
     batches_done_in_epoch,
@@ -327,8 +329,9 @@ class TwoPhaseFinetuning(pl.Callback):
         return self.rates.transition_step
 
     # ------------------------------------------------------------------------ hooks
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
+        if stage != TrainerFn.FITTING:
             return
         missing = _missing_attribute(pl_module)
         if missing is not None:
@@ -346,6 +349,7 @@ class TwoPhaseFinetuning(pl.Callback):
                 "ddp_find_unused_parameters_true) or finetune=full."
             )
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _check_schedulers(trainer)
         self.rates.total_steps = int(min(trainer.estimated_stepping_batches, 2**62))
@@ -359,6 +363,7 @@ class TwoPhaseFinetuning(pl.Callback):
                 if self.anchoring.l2_sp_scope == "all" or group["name"] != DECODER_GROUP
             }
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -368,6 +373,7 @@ class TwoPhaseFinetuning(pl.Callback):
         if logs_this_step(trainer):  # at the other steps the value would go unseen
             pl_module.log("finetune/phase", float(self.phase), on_step=True, on_epoch=False)
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
@@ -381,8 +387,9 @@ class TwoPhaseFinetuning(pl.Callback):
                 with torch.no_grad():
                     lerp_all_(group["params"], anchors, pull)
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         if self._all_unfrozen():
             return
@@ -510,6 +517,7 @@ class TwoPhaseFinetuning(pl.Callback):
         return {group["name"]: base for group, base in zip(groups, scheduler.base_lrs, strict=True)}
 
     # ---------------------------------------------------------------------- resume
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "unfreeze_steps": dict(self.rates.unfreeze_steps),
@@ -521,6 +529,7 @@ class TwoPhaseFinetuning(pl.Callback):
             "anchors": self.anchors,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # in place: the model holds self.rates
         self.rates.unfreeze_steps = dict(state_dict["unfreeze_steps"])
