@@ -5,24 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from autoencoder.compat import attached_trainer, logs_this_step, reapply_lr_lambdas
-from autoencoder.errors import AutoencoderError, ConfigError, NonFiniteLossError, check_choice
+from autoencoder.compat import attached_trainer, reapply_lr_lambdas
+from autoencoder.errors import AutoencoderError, ConfigError, check_choice
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.bottleneck import Bottleneck, LatentActivation
 from autoencoder.models.decoders import Decoder
 from autoencoder.models.encoders import Encoder
-from autoencoder.models.shape import ARCHITECTURE_KEY, ModelShape
+from autoencoder.models.nonfinite import NonfiniteAction, NonfiniteLoss
+from autoencoder.models.shape import (
+    ARCHITECTURE_KEY,
+    ModelShape,
+    check_growable,
+    checkpoint_mismatch,
+)
 from autoencoder.models.steps import conv_memory_format, log_loss
 from autoencoder.param_groups import (
     DECODER_GROUP,
@@ -35,7 +41,6 @@ from autoencoder.param_groups import (
 
 DecoderFactory = Callable[..., Decoder]
 OptimizerFactory = Callable[..., Optimizer]
-NonfiniteAction = Literal["stop", "skip", "ignore"]
 # The frozen feature network of the perceptual loss term, as Encoder arguments: VGG-16-BN's
 # first three blocks (down to 1/8 resolution), as fastai's feature loss uses.
 DEFAULT_PERCEPTUAL = MappingProxyType({"name": "vgg16_bn", "weights": "imagenet", "depth": 3})
@@ -61,36 +66,6 @@ def perceptual_network(config: Mapping[str, Any]) -> Encoder:
     except AutoencoderError as error:
         message = str(error).replace("encoder=", "model.perceptual.name=")
         raise type(error)(message.replace("encoder.", "model.perceptual.")) from None
-
-
-class NonfiniteWatch:
-    """The first non-finite training loss since the last look, kept on the device: each
-    step adds two small kernels and no host sync; :meth:`first` syncs once."""
-
-    def __init__(self) -> None:
-        self.flag: torch.Tensor | None = None  # index into ``steps`` of the first, or -1
-        self.value: torch.Tensor | None = None
-        self.steps: list[tuple[int, int, str]] = []  # (global step, epoch, phase) since
-
-    def record(self, loss: torch.Tensor, step: int, epoch: int, phase: str) -> None:
-        loss = loss.detach().float()
-        if self.flag is None:
-            self.flag = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self.value = torch.zeros((), device=loss.device)
-        first = ~torch.isfinite(loss) & (self.flag < 0)
-        self.flag = torch.where(first, len(self.steps), self.flag)
-        self.value = torch.where(first, loss, self.value)
-        self.steps.append((step, epoch, phase))
-
-    def first(self) -> tuple[float, int, int, str] | None:
-        """The loss, global step, epoch and phase of the first non-finite loss since the
-        last call, if any."""
-        if self.flag is None:
-            return None
-        index = int(self.flag)
-        found = (float(self.value), *self.steps[index]) if index >= 0 else None
-        self.flag, self.value, self.steps = None, None, []
-        return found
 
 
 class Autoencoder(pl.LightningModule):
@@ -161,7 +136,7 @@ class Autoencoder(pl.LightningModule):
         super().__init__()
         if not lr > 0:  # also NaN
             raise ConfigError(f"model.lr must be > 0, got {lr}.")
-        check_choice("model.nonfinite_loss", nonfinite_loss, NonfiniteAction)
+        self.nonfinite_check = NonfiniteLoss(nonfinite_loss)
         check_choice("model.scheduler", scheduler, Schedule)
         if train_metrics_every_n_steps is not None and train_metrics_every_n_steps < 1:
             raise ConfigError(
@@ -187,11 +162,8 @@ class Autoencoder(pl.LightningModule):
         self.loss = ReconstructionLoss(loss, partial(perceptual_network, perceptual))
         self.train_metrics_every_n_steps = train_metrics_every_n_steps
         self.channels_last = channels_last
-        self.nonfinite_loss = nonfinite_loss
         # torch.compile of the forward pass (not of the modules: the weights keep their names)
         self._forward = torch.compile(self._reconstruct) if compile else self._reconstruct
-        self.skipped_batches = 0
-        self._watch = NonfiniteWatch()
         # Every group's peak rate and per-step multiplier; the fine-tuning callback replaces it.
         self.rate_policy: RatePolicy = UniformRates()
         self.bottleneck_info: dict[str, float] = {}
@@ -235,6 +207,9 @@ class Autoencoder(pl.LightningModule):
         if stage == "fit":
             self.loss.prepare()  # a missing perceptual network fails here, before training
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self.nonfinite_check]
+
     def on_fit_start(self) -> None:
         counts = {
             f"params/{group['name']}": sum(p.numel() for p in group["params"])
@@ -272,12 +247,8 @@ class Autoencoder(pl.LightningModule):
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         reconstruction = self(images.contiguous(memory_format=self.memory_format))
         loss = self.loss(reconstruction.float(), images)
-        training = stage == "train"
-        if training and self.nonfinite_loss == "skip" and not self._loss_is_finite(loss):
-            self._on_nonfinite_loss(loss)
+        if stage == "train" and self.nonfinite_check.skips(self, loss):
             return None  # Lightning skips the backward pass and the update
-        if training and self.nonfinite_loss == "stop":
-            self._watch.record(loss, self.global_step, self.current_epoch, self.phase_description())
         log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
             # torchmetrics flattens with .view(), which needs the default memory layout; in
@@ -286,44 +257,6 @@ class Autoencoder(pl.LightningModule):
                 metrics.update(reconstruction.detach().float().contiguous(), images.float())
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
-
-    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every rank (so all ranks stop or skip together)."""
-        nonfinite = not bool(torch.isfinite(loss.detach()).all())
-        if attached_trainer(self) is not None:
-            nonfinite = bool(self.trainer.strategy.reduce_boolean_decision(nonfinite, all=False))
-        return not nonfinite
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """``nonfinite_loss=stop``: look at the losses watched on the device at the logging
-        cadence and at the end of every epoch (before its checkpoints are written), so a
-        step never waits for the device; all ranks decide together."""
-        if self.nonfinite_loss != "stop" or attached_trainer(self) is None:
-            return
-        trainer = self.trainer
-        if not (logs_this_step(trainer) or batch_idx + 1 >= trainer.num_training_batches):
-            return
-        found = self._watch.first()
-        if trainer.strategy.reduce_boolean_decision(found is not None, all=False):
-            value, step, epoch, phase = found or ("nan", "?", "?", "on another rank")
-            raise NonFiniteLossError(
-                f"non-finite training loss ({value}) at global step {step}, epoch {epoch}, "
-                f"{phase}. Lower model.lr (and finetune.encoder_lr), check the data for NaN "
-                "or extreme pixel values, or set model.nonfinite_loss=skip to skip such "
-                "batches. The run's checkpoints/last.ckpt (once an epoch ended) holds the "
-                "weights from before this step."
-            )
-
-    def _on_nonfinite_loss(self, loss: torch.Tensor) -> None:
-        where = (
-            f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
-            f"epoch {self.current_epoch}, {self.phase_description()}"
-        )
-        self.skipped_batches += 1
-        rank_zero_warn(
-            f"{where}: batch skipped (model.nonfinite_loss=skip), "
-            f"{self.skipped_batches} so far in this run."
-        )
 
     def phase_description(self) -> str:
         """The fine-tuning phase for messages, as the rate policy tells it."""
@@ -402,26 +335,9 @@ class Autoencoder(pl.LightningModule):
         }
 
     def checkpoint_mismatch(self, checkpoint: Mapping[str, Any], optimizer: bool = True) -> str:
-        """Why ``checkpoint`` cannot be loaded into this model ("" when it can).
-
-        Names the differing settings when the checkpoint records them (every checkpoint
-        written since they are saved), else the weights whose names or shapes differ. A
-        setting the checkpoint does not record is newer than the checkpoint, and the weights
-        decide. ``optimizer=False`` ignores the optimiser (for loading the weights alone).
-        """
-        saved = checkpoint.get(ARCHITECTURE_KEY)
-        if isinstance(saved, Mapping):
-            mine = self.architecture()
-            keys = [
-                key
-                for key in mine
-                if key in saved and saved[key] != mine[key] and (optimizer or key != "optimizer")
-            ]
-            if keys:
-                there = ", ".join(f"{key}={saved.get(key)}" for key in keys)
-                here = ", ".join(f"{key}={mine[key]}" for key in keys)
-                return f"was saved with {there}, but this config has {here}"
-        return _state_dict_mismatch(checkpoint.get("state_dict", {}), self.state_dict())
+        """Why ``checkpoint`` cannot be loaded into this model ("" when it can); see
+        :func:`~autoencoder.models.shape.checkpoint_mismatch`."""
+        return checkpoint_mismatch(checkpoint, self.architecture(), self.state_dict(), optimizer)
 
     def load_grown(
         self, state_dict: Mapping[str, Any], source: str = "the checkpoint"
@@ -434,14 +350,7 @@ class Autoencoder(pl.LightningModule):
         first computes what the trained one did. A weight of another shape, or one this model
         lacks (trained weights that would be dropped), raises :class:`ConfigError`.
         """
-        mine = self.state_dict()
-        problem = _state_dict_mismatch({**mine, **state_dict}, mine)
-        if problem:
-            raise ConfigError(
-                f"{source} {problem}. Only weights can be added, not dropped or reshaped: "
-                "start from the overrides of the run that wrote it (its "
-                ".hydra/overrides.yaml) and only add blocks or stages."
-            )
+        check_growable(state_dict, self.state_dict(), source)
         return sorted(self.load_state_dict(state_dict, strict=False).missing_keys)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -458,34 +367,6 @@ class Autoencoder(pl.LightningModule):
                 f"ckpt_path={path} {problem}. Resume with the config of the run that wrote it "
                 "(the overrides in its .hydra/overrides.yaml), or train without ckpt_path."
             )
-
-
-def _state_dict_mismatch(
-    saved: Mapping[str, Any], expected: Mapping[str, torch.Tensor], shown: int = 3
-) -> str:
-    """The weights of ``saved`` that are missing, unexpected or of another shape ("" if none)."""
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    wrong = sorted(
-        f"{key} ({_shape(saved[key])} in the checkpoint, {_shape(expected[key])} here)"
-        for key in set(saved) & set(expected)
-        if getattr(saved[key], "shape", None) != expected[key].shape
-    )
-    problems = [
-        f"{len(keys)} {label}: {', '.join(keys[:shown])}"
-        + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
-        for label, keys in (
-            ("weights of another shape", wrong),
-            ("missing weights", missing),
-            ("unexpected weights", unexpected),
-        )
-        if keys
-    ]
-    return "does not fit this model: " + "; ".join(problems) if problems else ""
-
-
-def _shape(tensor: Any) -> str:
-    return "x".join(str(size) for size in getattr(tensor, "shape", ())) or "scalar"
 
 
 def _nearest_multiples(size: int, multiple: int) -> str:

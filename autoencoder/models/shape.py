@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from autoencoder.errors import ConfigError
+
 # Where a checkpoint records the settings that decide the shapes of the model's weights.
 ARCHITECTURE_KEY = "autoencoder_architecture"
 
@@ -118,3 +120,72 @@ def recorded_shape(checkpoint: Mapping[str, Any]) -> ModelShape | None:
     """The shape a checkpoint records; ``None`` for one written before it was recorded."""
     saved = checkpoint.get(ARCHITECTURE_KEY)
     return ModelShape.from_config_keys(saved) if isinstance(saved, Mapping) else None
+
+
+def checkpoint_mismatch(
+    checkpoint: Mapping[str, Any],
+    record: Mapping[str, Any],
+    state_dict: Mapping[str, Any],
+    optimizer: bool = True,
+) -> str:
+    """Why ``checkpoint`` cannot be loaded into the model whose architecture record is
+    ``record`` and whose weights are ``state_dict`` ("" when it can).
+
+    Names the differing settings when the checkpoint records them (every checkpoint
+    written since they are saved), else the weights whose names or shapes differ. A
+    setting the checkpoint does not record is newer than the checkpoint, and the weights
+    decide. ``optimizer=False`` ignores the optimiser (for loading the weights alone).
+    """
+    saved = checkpoint.get(ARCHITECTURE_KEY)
+    if isinstance(saved, Mapping):
+        keys = [
+            key
+            for key in record
+            if key in saved and saved[key] != record[key] and (optimizer or key != "optimizer")
+        ]
+        if keys:
+            there = ", ".join(f"{key}={saved.get(key)}" for key in keys)
+            here = ", ".join(f"{key}={record[key]}" for key in keys)
+            return f"was saved with {there}, but this config has {here}"
+    return state_dict_mismatch(checkpoint.get("state_dict", {}), state_dict)
+
+
+def check_growable(state_dict: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` unless ``state_dict`` is the weights of a smaller (or the
+    same) model than the one whose weights are ``expected``: a weight of another shape, or
+    one ``expected`` lacks (trained weights that would be dropped), cannot be loaded."""
+    problem = state_dict_mismatch({**expected, **state_dict}, expected)
+    if problem:
+        raise ConfigError(
+            f"{source} {problem}. Only weights can be added, not dropped or reshaped: "
+            "start from the overrides of the run that wrote it (its "
+            ".hydra/overrides.yaml) and only add blocks or stages."
+        )
+
+
+def state_dict_mismatch(
+    saved: Mapping[str, Any], expected: Mapping[str, Any], shown: int = 3
+) -> str:
+    """The weights of ``saved`` that are missing, unexpected or of another shape ("" if none)."""
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    wrong = sorted(
+        f"{key} ({_shape(saved[key])} in the checkpoint, {_shape(expected[key])} here)"
+        for key in set(saved) & set(expected)
+        if getattr(saved[key], "shape", None) != expected[key].shape
+    )
+    problems = [
+        f"{len(keys)} {label}: {', '.join(keys[:shown])}"
+        + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+        for label, keys in (
+            ("weights of another shape", wrong),
+            ("missing weights", missing),
+            ("unexpected weights", unexpected),
+        )
+        if keys
+    ]
+    return "does not fit this model: " + "; ".join(problems) if problems else ""
+
+
+def _shape(tensor: Any) -> str:
+    return "x".join(str(size) for size in getattr(tensor, "shape", ())) or "scalar"
