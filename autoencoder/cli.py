@@ -41,6 +41,8 @@ def hydra_main(
 
     def main(cfg: DictConfig) -> Any:
         summary = run_job(job, cfg)
+        if isinstance(summary, tuple):  # train's (record, objects): the objects are not kept
+            summary = summary[0]
         if metric is None:
             return None
         value = summary.get(cfg.get(metric, metric)) if isinstance(summary, dict) else None

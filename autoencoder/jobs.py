@@ -1,9 +1,11 @@
 """The skeleton every fitting job shares (training, pretraining): the DDP relaunch of
-multirun jobs, the trainer, the hyperparameters logged, the fit (resumed with
-``ckpt_path``), the best checkpoint by the monitored metric, its test, the loggers closed
-(W&B runs of failed jobs marked failed) and ``metrics.json`` written on rank 0.
+multirun jobs, the trainer, the hyperparameters logged, the fit (resumed from a
+checkpoint), the best checkpoint by the monitored metric, its validation and test, the
+loggers closed (W&B runs of failed jobs marked failed) and ``metrics.json`` written on
+rank 0.
 
-Like lightning-hydra-template's ``task_wrapper``: each job builds what it fits and says what
+Like lightning-hydra-template's ``task_wrapper``: each job builds what it fits, calls
+:meth:`FittingJob.fit` and :meth:`FittingJob.test` inside :func:`fitting_job`, and says what
 its record holds; how a job is run is written once, here.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from pytorch_lightning.loggers import Logger
 
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.config import instantiate
-from autoencoder.distributed import relaunchable_job
+from autoencoder.distributed import JobRanks, relaunchable_job
 from autoencoder.loggers import finish_loggers, machine_description, run_config
 from autoencoder.run_folder import RunFolder, RunMetrics
 
@@ -37,13 +39,12 @@ class FitOutcome:
     """What a fit and its test gave, for the job to put in its record."""
 
     trainer: pl.Trainer
+    module: pl.LightningModule
+    datamodule: pl.LightningDataModule
     best_ckpt: str | None
     best_score: float | None  # the monitored value of the best checkpoint
-    test_metrics: dict[str, float]
     fit_seconds: float
-    # what the job read from the trainer after the fit, before testing (which loads the
-    # best checkpoint and restores the callbacks' states from it)
-    after_fit: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
     # the validation metrics (val/*) of the model the job returns: its best checkpoint's
     validation: dict[str, float] = field(default_factory=dict)
     # the last epoch's validation metrics, when the best checkpoint is another one
@@ -67,63 +68,73 @@ class FitOutcome:
         return metrics
 
 
-def fit_and_test(
-    cfg: DictConfig,
-    module: pl.LightningModule,
-    datamodule: pl.LightningDataModule,
-    callbacks: list[Callback],
-    loggers: list[Logger],
-    after_fit: Callable[[pl.Trainer], dict[str, Any]] | None = None,
-) -> FitOutcome:
-    """Fit ``module`` on ``datamodule`` as ``cfg.trainer`` says, resuming from
-    ``cfg.ckpt_path``, and test its best checkpoint (when ``cfg.test``, default true; without
-    a checkpoint, the final weights). A failure still closes the logger runs (W&B: as
-    failed), so the next job of a multirun gets a run of its own."""
-    output_dir = Path(cfg.paths.output_dir)
-    with relaunchable_job(output_dir) as ranks:
+class FittingJob:
+    """The steps of a fitting job, inside :func:`fitting_job`: :meth:`fit`, then what the
+    job reads of its callbacks, then :meth:`test` (which restores the callbacks' states
+    from the best checkpoint)."""
+
+    def __init__(self, cfg: DictConfig, loggers: list[Logger], ranks: JobRanks) -> None:
+        self.cfg = cfg
+        self.loggers = loggers
+        self.ranks = ranks
+
+    def fit(
+        self,
+        module: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
+        callbacks: list[Callback],
+        ckpt_path: str | None = None,
+    ) -> FitOutcome:
+        """Fit ``module`` on ``datamodule`` with the trainer of ``cfg.trainer`` (resumed
+        from ``ckpt_path``) and find the best checkpoint by the monitored metric."""
+        trainer: pl.Trainer = instantiate(
+            self.cfg.trainer, callbacks=callbacks, logger=self.loggers or False
+        )
+        self.ranks.attach(trainer)
+        for logger in self.loggers:
+            logger.log_hyperparams(run_config(self.cfg))
+        started = time.perf_counter()
+        with without_expected_warnings(datamodule):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        checkpoint = best_checkpoint_callback(callbacks)
+        score = checkpoint.best_model_score if checkpoint is not None else None
+        return FitOutcome(
+            trainer,
+            module,
+            datamodule,
+            best_ckpt=(checkpoint.best_model_path or None) if checkpoint else None,
+            best_score=float(score) if score is not None else None,
+            fit_seconds=fit_wall_time(callbacks, time.perf_counter() - started),
+        )
+
+    def test(self, outcome: FitOutcome) -> None:
+        """The returned model's validation metrics (:func:`returned_validation`), and its
+        test (when ``cfg.test``, default true; without a checkpoint, the final weights)."""
+        trainer, module, datamodule = outcome.trainer, outcome.module, outcome.datamodule
+        with without_expected_warnings(datamodule):
+            outcome.validation, outcome.last_validation = returned_validation(
+                trainer, module, datamodule, outcome.best_ckpt
+            )
+            if self.cfg.get("test", True):  # debug=fast (no checkpoints): the final weights
+                results = trainer.test(module, datamodule=datamodule, ckpt_path=outcome.best_ckpt)
+                outcome.test_metrics = (
+                    {k: float(v) for k, v in results[0].items()} if results else {}
+                )
+
+
+@contextmanager
+def fitting_job(cfg: DictConfig, loggers: list[Logger]) -> Iterator[FittingJob]:
+    """The frame of a fitting job: the DDP relaunch of multirun jobs around it, and its
+    logger runs closed when it ends, also when it fails (W&B: marked failed), so the next
+    job of a multirun gets a run of its own. The job calls :meth:`FittingJob.fit` and
+    :meth:`FittingJob.test` itself."""
+    with relaunchable_job(Path(cfg.paths.output_dir)) as ranks:
         failed = True
         try:
-            trainer: pl.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False
-            )
-            ranks.attach(trainer)
-            for logger in loggers:
-                logger.log_hyperparams(run_config(cfg))
-            in_memory = getattr(datamodule, "in_memory", False)
-            started = time.perf_counter()
-            with without_expected_warnings(in_memory):
-                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            fit_seconds = fit_wall_time(callbacks, time.perf_counter() - started)
-            read = after_fit(trainer) if after_fit is not None else {}
-            checkpoint = best_checkpoint_callback(callbacks)
-            best_ckpt = (checkpoint.best_model_path or None) if checkpoint else None
-            with without_expected_warnings(in_memory):
-                validation, last_validation = returned_validation(
-                    trainer, module, datamodule, best_ckpt
-                )
-            best_score = (
-                float(checkpoint.best_model_score)
-                if checkpoint is not None and checkpoint.best_model_score is not None
-                else None
-            )
-            test_metrics: dict[str, float] = {}
-            if cfg.get("test", True):  # debug=fast (no checkpoints): the final weights
-                with without_expected_warnings(in_memory):
-                    results = trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt)
-                test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+            yield FittingJob(cfg, loggers, ranks)
             failed = False
         finally:
             finish_loggers(loggers, failed)
-    return FitOutcome(
-        trainer,
-        best_ckpt,
-        best_score,
-        test_metrics,
-        fit_seconds,
-        read,
-        validation,
-        last_validation,
-    )
 
 
 def returned_validation(
@@ -184,10 +195,12 @@ def checkpoint_epochs(path: str | None) -> int | None:
 
 
 @contextmanager
-def without_expected_warnings(in_memory_data: bool) -> Iterator[None]:
+def without_expected_warnings(datamodule: pl.LightningDataModule) -> Iterator[None]:
     """Hide the warnings a run would print that ask nothing of the user."""
     with warnings.catch_warnings():
-        if in_memory_data:  # loader workers would only copy tensors already in memory
+        if getattr(
+            datamodule, "in_memory", False
+        ):  # loader workers would only copy tensors already in memory
             warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers")
         # Frozen BatchNorm layers are in eval mode on purpose (pretrained statistics).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

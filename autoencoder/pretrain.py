@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from autoencoder.cli import hydra_main
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ConfigError
-from autoencoder.jobs import fit_and_test, write_record
+from autoencoder.jobs import fitting_job, write_record
 from autoencoder.models.classifier import Classifier, labels_hint
 from autoencoder.models.shape import EncoderGeometry
 from autoencoder.models.weights import weights_info_path
@@ -77,7 +77,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     # Testing the best checkpoint loads its weights into ``classifier``: the weights saved
     # below are the best ones, not the last epoch's.
-    outcome = fit_and_test(cfg, classifier, datamodule, callbacks, loggers)
+    with fitting_job(cfg, loggers) as job:
+        outcome = job.fit(classifier, datamodule, callbacks, ckpt_path=cfg.get("ckpt_path"))
+        job.test(outcome)
     val_acc = outcome.best_score
     if val_acc is None:
         value = outcome.trainer.callback_metrics.get(VAL_METRIC)

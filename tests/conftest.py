@@ -246,7 +246,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         *TWO_PHASES,
         output_dir=run_dir,
     )
-    metrics = train(cfg)
+    metrics, _ = train(cfg)
     # What a Hydra run saves: the composed config, its output folder left unresolved.
     with open_dict(cfg):
         cfg.paths.output_dir = "${hydra:runtime.output_dir}"

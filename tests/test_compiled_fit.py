@@ -39,9 +39,9 @@ PSNR_DB, MSE_RELATIVE, SSIM_ABSOLUTE = 0.01, 2e-3, 1e-3
 def fit_and_resume(folder: Path, compiled: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """Two epochs (one per phase), then the same run resumed from its last.ckpt to three."""
     flag = f"model.compile={str(compiled).lower()}"
-    first = train(compose_job("train", *SMOKE, flag, output_dir=folder / "first"))
+    first, _ = train(compose_job("train", *SMOKE, flag, output_dir=folder / "first"))
     last = folder / "first" / "checkpoints" / "last.ckpt"
-    resumed = train(
+    resumed, _ = train(
         compose_job(
             "train",
             *SMOKE,

@@ -185,7 +185,7 @@ def test_a_fit_with_the_perceptual_term_trains_and_a_missing_network_stops_it(
         "model.perceptual.name=resnet18",
         "model.perceptual.depth=2",
     )
-    summary = train(
+    summary, _ = train(
         compose_cfg(*base, f"model.perceptual.weights={weights}", output_dir=tmp_path / "ok")
     )
     assert summary["val/psnr"] is not None
@@ -239,7 +239,7 @@ def test_training_metrics_are_computed_on_a_sample_of_steps(
         f"model.train_metrics_every_n_steps={'null' if every is None else every}",
         "+callbacks.counter._target_=tests.probes.CountUpdates",
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     assert CountUpdates.instances[-1].updates == updates
     with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
         logged = {key for row in csv.DictReader(file) for key, value in row.items() if value}

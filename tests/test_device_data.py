@@ -387,7 +387,7 @@ def fit(compose_cfg, folder: Path, *overrides: str) -> tuple[dict, dict]:
         *overrides,
         output_dir=folder,
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     return summary, LoaderProbe.records[-1]
 
 

@@ -37,7 +37,7 @@ def encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def test_frozen_stages_stay_the_pretrained_weights_in_the_average(compose_cfg, tmp_path) -> None:
     """Through phase 1 the average of every encoder weight is the weight itself; the decoder's
     average differs from its current weights."""
-    summary = train(compose_cfg(*EMA_RUN, "trainer.max_epochs=1", output_dir=tmp_path / "run"))
+    summary, _ = train(compose_cfg(*EMA_RUN, "trainer.max_epochs=1", output_dir=tmp_path / "run"))
     assert summary["transition_epoch"] is None or summary["transition_step"] >= 3
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
@@ -49,7 +49,7 @@ def test_frozen_stages_stay_the_pretrained_weights_in_the_average(compose_cfg, t
 
 
 def test_phase_two_moves_the_average_of_the_encoder(compose_cfg, tmp_path) -> None:
-    summary = train(compose_cfg(*EMA_RUN, "trainer.max_epochs=2", output_dir=tmp_path / "run"))
+    summary, _ = train(compose_cfg(*EMA_RUN, "trainer.max_epochs=2", output_dir=tmp_path / "run"))
     assert summary["transition_epoch"] == 0
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     averaged = encoder_state(checkpoint["state_dict"])
@@ -141,6 +141,6 @@ def test_a_short_run_with_the_average_is_not_worse_than_without(compose_cfg, tmp
         ("constant", ("callbacks=ema", "callbacks.ema.warmup_power=null")),
     ):
         cfg = compose_cfg(*SHORT_RUN, *callbacks, output_dir=tmp_path / name)
-        psnr[name] = train(cfg)["test/psnr"]
+        psnr[name] = train(cfg)[0]["test/psnr"]
     assert psnr["warmup"] >= psnr["none"] - 0.25, psnr
     assert psnr["constant"] < psnr["none"] - 1.0, psnr

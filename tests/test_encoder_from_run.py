@@ -23,7 +23,7 @@ def source_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.conftest import compose_job
 
     folder = tmp_path_factory.mktemp("source") / "run"
-    summary = train(compose_job("train", *SOURCE, "finetune=full", output_dir=folder))
+    summary, _ = train(compose_job("train", *SOURCE, "finetune=full", output_dir=folder))
     return Path(summary["best_ckpt"])
 
 
@@ -95,7 +95,7 @@ def test_a_fresh_decoder_trains_two_phase_on_the_runs_encoder(
         "logger=none",
         output_dir=tmp_path / "target",
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     assert summary["transition_epoch"] == 0
     target = read_checkpoint(summary["best_ckpt"])
     source = read_checkpoint(source_ckpt)

@@ -117,7 +117,7 @@ def test_a_registered_family_trains_through_both_phases(toynet: str, compose_cfg
         "data.image_size=16",
         "finetune.warmup_steps=0",
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     assert summary["latent_floats"] == 4 * 4 * 4
     assert summary["transition_epoch"] == 0
     checkpoint = torch.load(summary["best_ckpt"], weights_only=True)

@@ -441,7 +441,7 @@ def run_strategy(compose_cfg, tmp_path, *overrides: str) -> tuple[dict, list[dic
         *overrides,
         output_dir=tmp_path / "run",
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("lr-AdamW/decoder")]
     return summary, [{k: float(v) for k, v in row.items() if v} for row in rows]

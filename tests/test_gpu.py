@@ -126,7 +126,7 @@ def gpu_fit(gpu_arrays: Path, tmp_path_factory: pytest.TempPathFactory) -> GpuFi
     dynamo_counters.clear()
     reset_peak_memory()
     try:
-        metrics = train(gpu_config(gpu_arrays, folder, f"trainer.max_epochs={EPOCHS}"))
+        metrics, _ = train(gpu_config(gpu_arrays, folder, f"trainer.max_epochs={EPOCHS}"))
     finally:
         lightning.removeHandler(handler)
         lightning.setLevel(level)
@@ -156,7 +156,7 @@ def test_the_gpu_experiment_resumes_from_last_ckpt_in_phase_2(
     last = gpu_fit.folder / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == EPOCHS - 1
-    resumed = train(
+    resumed, _ = train(
         gpu_config(
             gpu_arrays,
             tmp_path / "resumed",

@@ -32,7 +32,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from tests.conftest import compose_job
 
     out = tmp_path_factory.mktemp("source")
-    metrics = train(compose_job("train", *RUN, "trainer.max_epochs=3", output_dir=out))
+    metrics, _ = train(compose_job("train", *RUN, "trainer.max_epochs=3", output_dir=out))
     return out / "checkpoints" / "last.ckpt", metrics
 
 
@@ -69,12 +69,12 @@ def test_a_grown_run_trains_on_from_the_trained_weights(compose_cfg, source, tmp
     """One epoch of the grown model from the trained weights, against the same epoch from
     scratch: a fresh epoch count and schedule, and it starts where the trained run ended."""
     ckpt, trained = source
-    grown = train(
+    grown, _ = train(
         compose_cfg(
             *RUN, GROWN, f"init_from={ckpt}", "trainer.max_epochs=1", output_dir=tmp_path / "a"
         )
     )
-    scratch = train(compose_cfg(*RUN, GROWN, "trainer.max_epochs=1", output_dir=tmp_path / "b"))
+    scratch, _ = train(compose_cfg(*RUN, GROWN, "trainer.max_epochs=1", output_dir=tmp_path / "b"))
     assert grown["epochs"] == 1
     assert read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert grown["test/psnr"] > scratch["test/psnr"] + 1.0
@@ -85,7 +85,7 @@ def test_resuming_does_not_read_init_from(compose_cfg, source, tmp_path) -> None
     """With ckpt_path the resumed checkpoint holds the weights: init_from, here a file that
     does not exist, is not read."""
     ckpt, _ = source
-    summary = train(
+    summary, _ = train(
         compose_cfg(
             *RUN,
             f"ckpt_path={ckpt}",
@@ -140,4 +140,4 @@ def test_a_run_from_a_checkpoint_reads_no_other_encoder_weights(compose_cfg, sou
         "trainer.max_epochs=1",
         output_dir=tmp_path / "adapted",
     )
-    assert train(cfg)["start"] is not None
+    assert train(cfg)[0]["start"] is not None

@@ -49,7 +49,7 @@ def test_a_quality_recipe_has_its_size_and_one_cosine_over_its_run(floats, tmp_p
     with open_dict(cfg):
         cfg.encoder.weights = None
     epochs = cfg.trainer.max_epochs
-    record = train(cfg)
+    record, _ = train(cfg)
 
     channels, height, width = RECIPES[floats]
     assert record["latent_floats"] == channels * height * width == floats

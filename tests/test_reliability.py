@@ -80,7 +80,7 @@ def test_a_run_killed_in_phase_two_resumes_to_the_same_result(compose_cfg, tmp_p
         f"+callbacks.kill.step={KILL_AT_STEP}",
     )
     # the uninterrupted run, in this process while the other one starts
-    expected = train(compose_cfg(*RUN, output_dir=reference_dir))
+    expected, _ = train(compose_cfg(*RUN, output_dir=reference_dir))
     assert killed.wait(timeout=240) == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
     assert not (killed_dir / "metrics.json").exists()
     last = killed_dir / "checkpoints" / "last.ckpt"

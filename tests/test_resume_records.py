@@ -25,7 +25,7 @@ def val_epochs(run_dir: Path) -> list[int]:
 def test_a_resumed_run_appends_to_its_metrics_csv(compose_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = (*smoke_overrides(32, 16, 16), "logger=csv", "finetune=full")
-    first = train(compose_cfg(*overrides, "trainer.max_epochs=1", output_dir=run_dir))
+    first, _ = train(compose_cfg(*overrides, "trainer.max_epochs=1", output_dir=run_dir))
     assert val_epochs(run_dir) == [0]
     last = run_dir / "checkpoints" / "last.ckpt"
     train(compose_cfg(*overrides, "trainer.max_epochs=3", f"ckpt_path={last}", output_dir=run_dir))

@@ -60,7 +60,7 @@ def test_compose_and_train_on_arrays_writes_metrics_and_checkpoints(
         "trainer.enable_progress_bar=false",
         output_dir=out,
     )
-    summary = train(cfg)
+    summary, _ = train(cfg)
     metrics = read_metrics(out)
     assert set(metrics) >= METRIC_KEYS
     assert metrics == json.loads(json.dumps(summary))
@@ -72,10 +72,10 @@ def test_compose_and_train_on_arrays_writes_metrics_and_checkpoints(
 @pytest.mark.parametrize("stop_after", [1, 3], ids=["resume-in-phase-1", "resume-in-phase-2"])
 def test_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path, stop_after: int) -> None:
     full = tmp_path / "full"
-    reference = train(compose_cfg(*SMALL, *SCHEDULE, "trainer.max_epochs=4", output_dir=full))
+    reference, _ = train(compose_cfg(*SMALL, *SCHEDULE, "trainer.max_epochs=4", output_dir=full))
 
     part = tmp_path / "part"
-    first = train(
+    first, _ = train(
         compose_cfg(*SMALL, *SCHEDULE, f"trainer.max_epochs={stop_after}", output_dir=part)
     )
     assert first["transition_epoch"] == (None if stop_after == 1 else 1)
@@ -85,7 +85,7 @@ def test_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path, stop_after: 
     assert bool(saved["unfreeze_steps"]) == (stop_after == 3)  # phase 2 has unfrozen stages
 
     resumed_dir = tmp_path / "resumed"
-    resumed = train(
+    resumed, _ = train(
         compose_cfg(
             *SMALL, *SCHEDULE, "trainer.max_epochs=4", f"ckpt_path={last}", output_dir=resumed_dir
         )
@@ -127,7 +127,7 @@ def test_a_run_stopped_while_waiting_for_a_plateau_resumes_to_the_same_transitio
     compose_cfg, tmp_path
 ) -> None:
     full = tmp_path / "full"
-    reference = train(compose_cfg(*SMALL, *PLATEAU, "trainer.max_epochs=5", output_dir=full))
+    reference, _ = train(compose_cfg(*SMALL, *PLATEAU, "trainer.max_epochs=5", output_dir=full))
     expected = finetuning_state(full / "checkpoints" / "last.ckpt")
     assert reference["transition_epoch"] == 2 and min(expected["unfreeze_steps"].values()) == 12
 
@@ -138,7 +138,7 @@ def test_a_run_stopped_while_waiting_for_a_plateau_resumes_to_the_same_transitio
     assert stopped["wait"] == 1 and stopped["unfreeze_steps"] == {}  # waiting, still frozen
 
     resumed_dir = tmp_path / "resumed"
-    resumed = train(
+    resumed, _ = train(
         compose_cfg(
             *SMALL, *PLATEAU, "trainer.max_epochs=5", f"ckpt_path={last}", output_dir=resumed_dir
         )
@@ -150,7 +150,7 @@ def test_a_run_stopped_while_waiting_for_a_plateau_resumes_to_the_same_transitio
 
 
 def test_debug_fast_runs_one_batch_of_each_split(compose_cfg, tmp_path) -> None:
-    summary = train(
+    summary, _ = train(
         compose_cfg(
             *SMALL,
             "debug=fast",
@@ -280,7 +280,7 @@ def test_ddp_ranks_unfreeze_together_when_only_one_sees_a_plateau(tmp_path) -> N
 
 
 def test_smoke_experiment_goes_through_both_phases(compose_cfg, tmp_path) -> None:
-    summary = train(compose_cfg("experiment=smoke", "trainer.enable_progress_bar=false"))
+    summary, _ = train(compose_cfg("experiment=smoke", "trainer.enable_progress_bar=false"))
     assert summary["transition_epoch"] is not None and summary["transition_epoch"] < 3
     assert summary["test/psnr"] > 10
 
@@ -327,7 +327,7 @@ def test_only_in_memory_data_is_spared_lightnings_advice_to_add_loader_workers(
 
 def test_logger_none_and_wandb_offline(compose_cfg, tmp_path, monkeypatch) -> None:
     quick = (*SMALL, "trainer.max_epochs=1", "test=false")
-    none = train(compose_cfg(*quick, "logger=none", output_dir=tmp_path / "none"))
+    none, _ = train(compose_cfg(*quick, "logger=none", output_dir=tmp_path / "none"))
     assert none["val/psnr"] is not None
     assert not (tmp_path / "none" / "csv").exists() and not (tmp_path / "none" / "wandb").exists()
 

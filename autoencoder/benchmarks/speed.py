@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from autoencoder.benchmarks.tables import Table
 from autoencoder.config import compose_config, instantiate
 from autoencoder.data import DeviceBatches, ImageDataModule
+from autoencoder.inputs import pick_device
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.precision import resolve_precision
 from autoencoder.runs import build_model
@@ -77,10 +78,7 @@ class Measurement:
 
 class StepTimer(pl.Callback):
     """Times the pipeline from the start of one training batch to the start of the next:
-    the whole step, data loading, logging and callbacks included. The job builds its
-    callbacks from the config, so timers register themselves in ``finished``."""
-
-    finished: list[list[float]] = []
+    the whole step, data loading, logging and callbacks included."""
 
     def __init__(self) -> None:
         self.starts: list[float] = []
@@ -90,10 +88,10 @@ class StepTimer(pl.Callback):
             torch.cuda.synchronize()
         self.starts.append(time.perf_counter())
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        StepTimer.finished.append(
-            [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
-        )
+    @property
+    def step_seconds(self) -> list[float]:
+        """Seconds between consecutive batch starts."""
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
 @contextmanager
@@ -242,8 +240,9 @@ def pipeline(cfg: DictConfig, steps: int, warmup: int) -> list[float]:
         cfg.trainer.num_sanity_val_steps = 0
         cfg.test = False
         cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer"}
-    train(cfg)
-    return StepTimer.finished[-1][warmup:]
+    _, built = train(cfg)
+    (timer,) = (c for c in built["callbacks"] if isinstance(c, StepTimer))
+    return timer.step_seconds[warmup:]
 
 
 def measure(
@@ -278,14 +277,6 @@ def measure(
     return Measurement(variant, seconds, batch_size / seconds, memory["mb"])
 
 
-def pick_device(name: str | None) -> torch.device:
-    """``cuda`` or ``cpu`` as asked (a clear error without a GPU), else CUDA when there is
-    one."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA device on this machine")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def run(
     overrides: list[str],
     output: Path,
@@ -296,7 +287,7 @@ def run(
 ) -> Table:
     """Measure every variant but those in ``skip`` on ``device_name`` (default: CUDA when
     there is one), then write ``speed.csv``, ``speed.md`` and ``speed.json``."""
-    device = pick_device(device_name)
+    device = pick_device("--device", device_name)
     if device.type == "cuda":
         overrides = ["trainer=gpu", *overrides]
     with tempfile.TemporaryDirectory() as scratch:
@@ -391,7 +382,7 @@ def overhead(
     pipeline's step time with that part on, minus with it off. What is left with every part
     off is the loop itself (Lightning's loop, the fine-tuning callback, the scheduler, the
     loss's logging, the batch drawn from the loader). Writes ``overhead.csv``/``.md``."""
-    device = pick_device(device_name)
+    device = pick_device("--device", device_name)
     base = [*(["trainer=gpu"] if device.type == "cuda" else []), *overrides, *TINY_MODEL]
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_benchmark_config(base, Path(scratch) / "all")
