@@ -125,6 +125,18 @@ class EMAWeights(WeightAveraging):
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
+    # Validation swaps the average in only while fitting: a checkpoint validated after the
+    # fit (the record's validation of the returned model) holds its own average as weights.
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
+
 
 class ReconstructionImages(Callback):
     """Log the first ``num_images`` validation images beside their reconstructions.
@@ -152,7 +164,11 @@ class ReconstructionImages(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        # the grids follow training: not the sanity check, nor a checkpoint validated again
+        # after the fit (the record's validation of the returned model)
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if not trainer.is_global_zero:
             return
         if self._val_images is None:
             self._val_images = self._first_images(trainer.val_dataloaders).to(pl_module.device)

@@ -112,8 +112,10 @@ def test_weights_for_another_architecture_are_rejected(tmp_path) -> None:
     torch.save(torchvision.models.resnet50().state_dict(), path)
     with pytest.raises(ConfigError, match=r"does not fit encoder resnet18: .*another architecture"):
         Encoder("resnet18", weights=str(path))
-    with pytest.raises(ResourceUnavailableError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         Encoder("resnet18", weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        Encoder("resnet18", weights=str(tmp_path))
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="weights-only state dict"):

@@ -35,7 +35,7 @@ WRECKING = "model.lr=0.5"
 @pytest.fixture(scope="module")
 def source_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("source") / "run"
-    return Path(train(compose_job("train", *SOURCE, output_dir=folder))["best_ckpt"])
+    return Path(train(compose_job("train", *SOURCE, output_dir=folder))[0]["best_ckpt"])
 
 
 def start_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -54,7 +54,7 @@ def adapt(source: Path, run_dir: Path, *overrides: str) -> dict:
         *overrides,
         output_dir=run_dir,
     )
-    return train(cfg)
+    return train(cfg)[0]
 
 
 @torch.no_grad()
@@ -106,6 +106,20 @@ def test_a_run_that_only_gets_worse_returns_its_start(source_ckpt, tmp_path) -> 
         assert torch.equal(returned[key], value), key
 
 
+def test_the_record_of_a_returned_start_is_the_starts_with_a_weight_average_too(
+    source_ckpt, tmp_path
+) -> None:
+    """The returned checkpoint is validated again without the fit's average swapped in:
+    the start's own weights, not the wrecked run's average."""
+    with pytest.warns(UserWarning, match="no epoch beat"):
+        summary = adapt(
+            source_ckpt, tmp_path / "ema", "trainer.max_epochs=2", WRECKING, "callbacks=ema"
+        )
+    assert summary["best_epoch"] == 0
+    assert summary["val/psnr"] == pytest.approx(summary["start"]["val/psnr"], rel=1e-4)
+    assert summary["last_epoch"]["val/psnr"] < summary["val/psnr"] - 0.1
+
+
 def test_the_start_stays_the_one_to_beat_through_a_resume(source_ckpt, tmp_path) -> None:
     run_dir = tmp_path / "resumed"
     adapt(source_ckpt, run_dir, "trainer.max_epochs=1", WRECKING)
@@ -136,7 +150,7 @@ def test_an_epoch_that_beats_the_start_replaces_it(source_ckpt, tmp_path) -> Non
 
 
 def test_score_start_false_and_runs_from_scratch_score_nothing(tmp_path) -> None:
-    scratch = train(
+    scratch, _ = train(
         compose_job("train", *SOURCE, "trainer.max_epochs=1", output_dir=tmp_path / "a")
     )
     assert scratch["start"] is None
