@@ -28,6 +28,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.utilities import rank_zero_warn
 
 from autoencoder.checkpointing import CHECKPOINT_FIX
 from autoencoder.config import config_dir, instantiate
@@ -221,29 +222,44 @@ DEVICE_CHECKS = (_accelerator, _device)
 
 
 # ------------------------------------------------ group choices the experiment sets back
+# The keys that make a group's option what it is: a command-line choice whose decisive keys
+# a later config (the experiment) sets back is refused; any other of its keys set back is
+# reported in one warning line (an experiment may tune, e.g., the batch size of any data).
+DECISIVE_KEYS: dict[str, tuple[str, ...] | None] = {
+    "layout": None,  # every key: the cut and the latent channels are the option
+    "trainer": ("trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes"),
+    "encoder": ("encoder.name", "encoder.weights"),
+    "data": ("data._target_", "data.path", "data.root"),
+    "finetune": ("finetune.max_frozen_epochs",),
+    "logger": None,
+}
+
+
 def check_group_choices(cfg: DictConfig) -> None:
-    """Raise a :class:`ConfigError` for each config group chosen on the command line
-    (``layout=depth2``) some of whose values the composed config does not hold, because a
-    config applied after it (the experiment) sets them: the choice would be recorded in the
-    run's overrides but not used. Runs on the config as composed, before any value is
+    """Refuse a config group chosen on the command line (``layout=depth2``,
+    ``trainer=gpu``) whose decisive values (:data:`DECISIVE_KEYS`) the composed config does
+    not hold, because a config applied after it (the experiment) sets them: the choice would
+    be recorded in the run's overrides but not used. Other values of the choice set back
+    are reported in one warning line. Runs on the config as composed, before any value is
     resolved for the machine (``trainer.precision=auto``)."""
-    problems = _overridden_choices(cfg)
+    problems, notes = _overridden_choices(cfg)
+    for note in notes:
+        rank_zero_warn(note)
     if problems:
         raise ConfigError("\n".join(problems))
 
 
-def _overridden_choices(cfg: DictConfig) -> list[str]:
-    """A message for each config group chosen on the command line (``layout=depth2``)
-    some of whose values the composed config does not hold, because a config applied after
-    it (the experiment) sets them: the choice would be recorded but not used."""
+def _overridden_choices(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """The refusals and the warnings of :func:`check_group_choices`."""
     hydra = _hydra_section(cfg)
     if hydra is None:
-        return []
+        return [], []
     # the last choice of each group: an earlier one on the same command line is replaced
     overrides = list({o.partition("=")[0]: o for o in map(str, hydra.overrides.task)}.values())
     explicit = {o.lstrip("+~").partition("=")[0] for o in overrides}
     experiment = hydra.runtime.choices.get("experiment")
-    problems = []
+    by = f"experiment={experiment}" if experiment else "a config applied after it"
+    problems, notes = [], []
     for override in overrides:
         group, equals, option = override.partition("=")
         if not equals or group.startswith(("+", "~")) or group in _COMPOSING_GROUPS:
@@ -251,8 +267,8 @@ def _overridden_choices(cfg: DictConfig) -> list[str]:
         chosen = hydra.runtime.choices.get(group)
         if chosen is not None and chosen != option:
             problems.append(
-                f"{group}={option} is replaced by {group}={chosen} (set by "
-                f"experiment={experiment}); drop {group}={option} or pick another experiment."
+                f"{group}={option} is replaced by {group}={chosen} (set by {by}); drop "
+                f"{group}={option} or pick another experiment."
             )
             continue
         differing = {
@@ -262,15 +278,18 @@ def _overridden_choices(cfg: DictConfig) -> list[str]:
             and (theirs := _composed(cfg, key)) is not _UNKNOWN
             and theirs != value
         }
-        if differing:
-            problems.append(_overridden_message(group, option, experiment, differing))
-    return problems
+        decisive = DECISIVE_KEYS.get(group, ())
+        if differing and (decisive is None or set(decisive) & set(differing)):
+            problems.append(_overridden_message(group, option, by, differing))
+        elif differing:
+            theirs = ", ".join(f"{k}={_show(v[1])}" for k, v in differing.items())
+            notes.append(f"{group}={option}: {by} sets {theirs} over its values.")
+    return problems, notes
 
 
 def _overridden_message(
-    group: str, option: str, experiment: str | None, differing: Mapping[str, tuple[Any, Any]]
+    group: str, option: str, by: str, differing: Mapping[str, tuple[Any, Any]]
 ) -> str:
-    by = f"experiment={experiment}" if experiment else "a config applied after it"
     theirs = ", ".join(f"{key}={_show(value[1])}" for key, value in differing.items())
     ours = " ".join(f"{key}={_show(value[0])}" for key, value in differing.items())
     return (
@@ -307,7 +326,7 @@ def group_values(group: str, option: str) -> dict[str, Any]:
 
 
 def _flatten(values: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(values, dict) and values and "_target_" not in values:
+    if isinstance(values, dict) and values:
         for key, value in values.items():
             yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:

@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from autoencoder.atomic import atomic_save
 from autoencoder.cli import hydra_error_line, import_modules
@@ -120,6 +120,10 @@ def _job_problems(config: DictConfig, overrides: list[str]) -> list[str]:
     master = HydraConfig.instance().cfg
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+        with read_write(job.hydra), open_dict(job.hydra):
+            # the launcher sets the job's folder when it starts it; any folder of the sweep
+            # resolves the paths that follow it (${paths.output_dir})
+            job.hydra.runtime.output_dir = str(job.hydra.sweep.dir)
         HydraConfig.instance().set_config(job)
         import_modules(job.get("imports"))
         check_config(job, devices=_runs_here(config))

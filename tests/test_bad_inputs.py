@@ -16,8 +16,8 @@ import os
 import re
 import urllib.error
 import warnings
-from collections.abc import Callable
-from contextlib import redirect_stderr
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from autoencoder import losses
+from autoencoder import checkpointing, losses
 from autoencoder.cli import run_job
-from autoencoder.data import FolderDataModule
+from autoencoder.data import FolderDataModule, ImageDataModule
+from autoencoder.data.torchvision_sets import _TorchvisionDataModule
+from autoencoder.encode import encode
+from autoencoder.evaluate import evaluate
 from autoencoder.examples import TWO_PHASES, smoke_overrides
 from autoencoder.models.shape import ARCHITECTURE_KEY
 from autoencoder.runs import load_autoencoder
@@ -68,6 +71,8 @@ class Case:
     id: str
     trigger: Callable[[Inputs], Any]
     expected: str
+    # refused before any work: no dataset opened, no weights downloaded or read
+    before_work: bool = False
 
 
 def cli_train(inputs: Inputs, *overrides: str, base: tuple[str, ...] = TINY) -> Any:
@@ -229,6 +234,40 @@ def evaluate_with(inputs: Inputs, *overrides: str) -> None:
     load_autoencoder(checkpoint, other)
 
 
+def cli_job(inputs: Inputs, job: Callable[[DictConfig], Any], name: str, *overrides: str) -> Any:
+    """``scripts/<name>.py overrides...`` in this process, with the Hydra section that a
+    script's job has (the command line's overrides and group choices)."""
+    return run_job(job, compose_job(name, *overrides, output_dir=inputs.tmp / "job", hydra=True))
+
+
+def run_folder(inputs: Inputs) -> Path:
+    """The tiny run's folder (``<run>/checkpoints/last.ckpt`` inside)."""
+    return inputs.tiny_run()[0].parent.parent
+
+
+def without_cuda(trigger: Callable[[Inputs], Any]) -> Callable[[Inputs], Any]:
+    """``trigger`` on a machine where torch sees no CUDA device."""
+
+    def on_a_cpu_machine(inputs: Inputs) -> Any:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.cuda, "is_available", lambda: False)
+            patch.setattr(torch.cuda, "device_count", lambda: 0)
+            return trigger(inputs)
+
+    return on_a_cpu_machine
+
+
+def adapt_offline(inputs: Inputs) -> None:
+    """experiment=adapt without init_from, as a new user types it, offline."""
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise urllib.error.URLError("offline")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torchvision.datasets.CIFAR10, "download", no_network)
+        cli_job(inputs, train, "train", "experiment=adapt", f"paths.data_dir={inputs.tmp}")
+
+
 def nan_once_in_training(inputs: Inputs) -> None:
     """A loss that is NaN at the 4th training step only (global step 3, in phase 2)."""
     mse, calls = losses.PIXEL_LOSSES["mse"], []
@@ -241,7 +280,7 @@ def nan_once_in_training(inputs: Inputs) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(losses.PIXEL_LOSSES, "mse", flaky_mse)
-        summary = cli_train(inputs, *PHASE_TWO_AT_STEP_2, "model.nonfinite_loss=skip")
+        summary, _ = cli_train(inputs, *PHASE_TWO_AT_STEP_2, "model.nonfinite_loss=skip")
     assert math.isfinite(summary["test/psnr"]) and summary["transition_epoch"] == 0
 
 
@@ -254,7 +293,114 @@ ARRAYS_FORMAT = (
     "optionally key 'labels' (integers, length N)."
 )
 
+NO_CUDA = "this machine has no CUDA device (torch.cuda.is_available() is false)"
+
 CASES = [
+    # -- before any work: what the config and the file system decide ----------------------------
+    Case(
+        "adapt-needs-init-from-before-downloading",
+        adapt_offline,
+        "error: this recipe adapts a pretrained autoencoder (requires_init_from=true, e.g. "
+        "experiment=adapt): set init_from=<a run's checkpoint>, e.g. init_from=outputs/train/"
+        "runs/<run>/checkpoints/best-epochNNN.ckpt. To start from a run's encoder alone, use "
+        "encoder.weights=<that checkpoint> with another experiment.",
+        before_work=True,
+    ),
+    Case(
+        "score-start-invalid",
+        lambda i: cli_train(i, "score_start=maybe"),
+        "error: score_start must be auto, true or false; got 'maybe'.",
+        before_work=True,
+    ),
+    Case(
+        "model-lr-before-the-data",
+        lambda i: cli_train(i, "data=arrays", f"data.path={i.tmp}", "model.lr=0", base=ON_FILES),
+        "error: data.path='{tmp}' has no train.npz and no test.npz. data=arrays needs "
+        "data.path=<DIR> containing train.npz and test.npz.\n"
+        "error: model.lr must be > 0, got 0.",
+        before_work=True,
+    ),
+    Case(
+        "init-from-a-run-folder",
+        lambda i: cli_train(i, f"init_from={run_folder(i)}"),
+        "error: init_from='...' is a folder, not a file. Pass the file inside it: "
+        "init_from='{ckpt}'",
+        before_work=True,
+    ),
+    Case(
+        "resume-from-a-checkpoints-folder",
+        lambda i: resume(i, i.tiny_run()[0].parent),
+        "error: ckpt_path='...' is a folder, not a file. Pass the file inside it: "
+        "ckpt_path='{ckpt}'",
+        before_work=True,
+    ),
+    Case(
+        "weights-a-folder",
+        lambda i: cli_train(i, f"encoder.weights={i.tmp}"),
+        "error: encoder.weights='{tmp}' is a folder, not a file. Use encoder.weights=imagenet, "
+        "encoder.weights=null, the path to a state dict saved with torch.save, or a training "
+        "run's checkpoint (its encoder is taken).",
+        before_work=True,
+    ),
+    Case(
+        "arrays-folder-missing",
+        lambda i: cli_train(i, "data=arrays", f"data.path={i.tmp / 'nope'}", base=ON_FILES),
+        "error: data.path='{tmp}/nope': no such folder. data=arrays needs data.path=<DIR> "
+        "containing train.npz and test.npz.",
+        before_work=True,
+    ),
+    Case(
+        "evaluate-a-run-folder",
+        lambda i: cli_job(i, evaluate, "evaluate", f"ckpt_path={run_folder(i)}"),
+        "error: ckpt_path='...' is a folder, not a file. Pass the file inside it: "
+        "ckpt_path='{ckpt}'",
+        before_work=True,
+    ),
+    Case(
+        "evaluate-on-a-missing-gpu",
+        without_cuda(
+            lambda i: cli_job(
+                i, evaluate, "evaluate", f"ckpt_path={i.tiny_run()[0]}", "device=cuda"
+            )
+        ),
+        f"error: device='cuda': {NO_CUDA}; use device=cpu, or device=null to use a GPU only "
+        "where there is one.",
+        before_work=True,
+    ),
+    Case(
+        "encode-malformed-device",
+        lambda i: cli_job(i, encode, "encode", f"ckpt_path={i.tiny_run()[0]}", "device=gpu0"),
+        "error: device='gpu0' is not a device; use cpu, cuda or cuda:N (device=null: cuda when "
+        "available, else cpu).",
+        before_work=True,
+    ),
+    Case(
+        "encode-unknown-split",
+        lambda i: cli_job(i, encode, "encode", f"ckpt_path={i.tiny_run()[0]}", "split=dev"),
+        "error: split='dev' is invalid; use one of train, val, test or all.",
+        before_work=True,
+    ),
+    Case(
+        "gpu-trainer-without-gpu",
+        without_cuda(lambda i: cli_job(i, train, "train", "trainer=gpu", "logger=none")),
+        f"error: trainer.accelerator=gpu: {NO_CUDA}. Drop trainer=gpu, or set "
+        "trainer.accelerator=auto (the GPU where there is one) or cpu.",
+        before_work=True,
+    ),
+    Case(
+        "gpu-trainer-on-an-experiment-that-pins-the-cpu",
+        lambda i: cli_job(i, train, "train", "experiment=smoke", "trainer=gpu"),
+        "error: trainer=gpu is not used: experiment=smoke sets trainer.accelerator=cpu. Set the "
+        "keys themselves instead (trainer.accelerator=gpu), or drop trainer=gpu.",
+        before_work=True,
+    ),
+    Case(
+        "layout-on-a-recipe-with-its-own-cut",
+        lambda i: cli_job(i, train, "train", "experiment=quality_256", "layout=depth2"),
+        "error: layout=depth2 is not used: experiment=quality_256 sets encoder.depth=3. Set the "
+        "keys themselves instead (encoder.depth=2), or drop layout=depth2.",
+        before_work=True,
+    ),
     # -- names --------------------------------------------------------------------------------
     Case(
         "unknown-encoder-option",
@@ -510,12 +656,40 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], tuple[Pat
     return get
 
 
+@contextmanager
+def loaders_watched() -> Iterator[list[str]]:
+    """Record every call of the project's data and weight loaders (each refuses to run):
+    a datamodule's setup or download, a weights file or checkpoint read, a torchvision
+    weights download."""
+    touched: list[str] = []
+
+    def refuse(name: str) -> Callable[..., Any]:
+        def loader(*args: Any, **kwargs: Any) -> Any:
+            touched.append(name)
+            raise AssertionError(f"{name} was called before the checks")
+
+        return loader
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ImageDataModule, "setup", refuse("datamodule setup"))
+        patch.setattr(_TorchvisionDataModule, "prepare_data", refuse("dataset download"))
+        patch.setattr(checkpointing, "load_weights_only", refuse("weights file read"))
+        patch.setattr(torchvision.models.WeightsEnum, "get_state_dict", refuse("weights download"))
+        yield touched
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_a_bad_input_reports_what_is_wrong_and_the_fix(
     case: Case, tmp_path: Path, tiny_run: Callable[[], tuple[Path, DictConfig]]
 ) -> None:
     inputs = Inputs(tmp_path, tiny_run)
-    seen = user_sees(lambda: case.trigger(inputs))
+    if case.before_work:
+        tiny_run()  # trained (once for the module) before the loaders are watched
+        with loaders_watched() as touched:
+            seen = user_sees(lambda: case.trigger(inputs))
+        assert touched == [], f"loaders called before the mistake was reported: {touched}"
+    else:
+        seen = user_sees(lambda: case.trigger(inputs))
     if not case.expected:
         assert seen == []
         return

@@ -13,6 +13,7 @@ import torch
 
 from autoencoder.benchmarks import baselines, plots, quality
 from autoencoder.benchmarks.tables import Table
+from autoencoder.errors import ConfigError
 from autoencoder.plotting import pyplot
 from tests.conftest import make_images, run_script
 
@@ -230,7 +231,7 @@ def test_a_config_with_the_floats_placeholder_sets_each_size_itself(
     assert not plain.recipe and plain.budget(None) == quality.DEFAULT_EPOCHS
 
     unsized = (*base, "layout=depth2", "model.latent_channels={floats}")
-    with pytest.raises(SystemExit, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:
+    with pytest.raises(ConfigError, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:
         quality.plan({"unsized": unsized}, [64], tmp_path, quality.QUICK)
     assert "make it set model.latent_channels=1 (its latent grid is 8 x 8)" in str(info.value)
 

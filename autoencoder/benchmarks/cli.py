@@ -203,14 +203,7 @@ def _run_rank(args: argparse.Namespace) -> None:
     for entry in args.sweep:
         name, _, rest = entry.partition("=")
         folder, _, varied = rest.partition(":")
-        sweeps[name] = (
-            existing_folder(
-                f"--sweep {name}",
-                folder,
-                "Pass NAME=DIR with DIR a multirun folder (its summary.csv lists the jobs).",
-            ),
-            varied,
-        )
+        sweeps[name] = (Path(folder), varied)  # a sweep not started yet is "not finished"
     if args.baseline not in sweeps:
         raise ConfigError(
             f"--baseline {args.baseline}: no --sweep of that name; the sweeps are "
