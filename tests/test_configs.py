@@ -110,7 +110,8 @@ def encoder_is(name: str, built: dict[str, Any]) -> None:
 
 
 def timm_encoder_is(built: dict[str, Any]) -> None:
-    """The encoder is timm's ResNet-18-D, cut at its feature maps (tests/test_timm_encoders.py)."""
+    """The encoder is timm's ResNet-18-D, cut at its feature maps
+    (tests/models/test_timm_encoders.py)."""
     encoder = built["encoder"]
     assert encoder.name == "timm/resnet18d"
     assert encoder.stage_names == [f"stage{i + 1}" for i in range(encoder.depth)]
@@ -362,7 +363,8 @@ def test_option_composes_validates_and_instantiates(group, option, arrays_dir, t
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.encoder.weights = None  # no downloads
         cfg.trainer.accelerator = "cpu"
-        cfg.model.compile = False  # compiling takes a minute on a CPU (tests/test_models.py)
+        # compiling takes a minute on a CPU (tests/models/test_autoencoder.py)
+        cfg.model.compile = False
         if OmegaConf.is_missing(cfg.data, "path"):
             is_folder = cfg.data._target_.endswith("FolderDataModule")
             cfg.data.path = str(image_folder(tmp_path) if is_folder else arrays_dir)

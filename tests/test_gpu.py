@@ -212,7 +212,7 @@ def assert_equal_batches(first: list, second: list) -> None:
 def test_batches_drawn_on_cuda_are_the_cpu_batches_for_the_same_seed(
     tmp_path: Path, peak_memory: None
 ) -> None:
-    """The CPU version is tests/test_device_data.py: the same order and images as the
+    """The CPU version is tests/data/test_on_device.py: the same order and images as the
     per-image loader without augmentation, and with flips and crops the same draws on the
     GPU as on the CPU (drawn from a CPU generator, applied on the device)."""
     folder = write_arrays(tmp_path / "arrays")
@@ -225,8 +225,8 @@ def test_batches_drawn_on_cuda_are_the_cpu_batches_for_the_same_seed(
 
 
 def test_metrics_are_computed_in_fp32_under_bf16_autocast_on_cuda(peak_memory: None) -> None:
-    """The CUDA version of tests/test_models.py's CPU test: under bf16-mixed the test step
-    runs in autocast, the metrics opt out of it."""
+    """The CUDA version of tests/models/test_autoencoder.py's CPU test: under bf16-mixed the
+    test step runs in autocast, the metrics opt out of it."""
     torch.manual_seed(0)
     model = Autoencoder(Encoder("resnet18", weights=None, depth=2), latent_channels=4)
     model = model.cuda().eval()

@@ -146,8 +146,8 @@ def test_the_regime_table_reads_start_slope_budget_probe_and_returned_starts(
 def test_the_transfer_part_trains_evaluates_and_tabulates(tmp_path: Path) -> None:
     import numpy as np
 
+    from tests.benchmarks.conftest import SMALL_MODEL
     from tests.conftest import make_images, run_script
-    from tests.test_benchmark import SMALL_MODEL
 
     data = tmp_path / "labelled"
     data.mkdir()

@@ -1,4 +1,5 @@
-"""The benchmark suite: each part on generated data, and the arithmetic of its tables."""
+"""The quality part (``scripts/benchmark.py quality``): each latent size trained and stood next
+to PCA, its plan of runs, its notes and curves; the PCA baseline and the epochs to reach it."""
 
 from __future__ import annotations
 
@@ -7,141 +8,14 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from autoencoder.benchmarks import baselines, plots, quality
-from autoencoder.benchmarks.tables import Table
 from autoencoder.errors import ConfigError
 from autoencoder.plotting import pyplot
-from tests.conftest import make_images, run_script
-
-# A from-scratch ResNet-18 to layer1 with the stem's max-pool, without the weights' average
-# (the first three, which the transfer test replaces by its --config), on small batches.
-SMALL_MODEL = (
-    "encoder.weights=null",
-    "layout=depth2",
-    "callbacks=default",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "trainer.enable_progress_bar=false",
-)
-
-
-@pytest.fixture(scope="module")
-def arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("arrays")
-    for split, count, seed in (("train", 96, 0), ("test", 32, 1)):
-        np.savez(folder / f"{split}.npz", images=make_images(count, seed=seed))
-    return folder
-
-
-def benchmark(out: Path, part: str, arrays: Path, *args: str):
-    """``scripts/benchmark.py --output OUT --runs OUT PART --data-dir ARRAYS ARGS...``"""
-    return run_script(
-        "benchmark.py",
-        "--output",
-        str(out),
-        "--runs",
-        str(out),
-        part,
-        "--data-dir",
-        str(arrays),
-        *args,
-    )
-
-
-# ------------------------------------------------------------------------------ tables
-
-
-def test_a_table_prints_and_writes_the_same_rows(tmp_path: Path) -> None:
-    table = Table("t", ("name", "psnr"), formats={"psnr": 2})
-    table.add(name="pca", psnr=26.4512)
-    table.add(name="ours", psnr=None)
-    with pytest.raises(ValueError, match="unknown columns"):
-        table.add(name="x", ssim=1.0)
-    csv_path, md_path = table.write(tmp_path, "t")
-    assert list(csv.DictReader(csv_path.open())) == [
-        {"name": "pca", "psnr": "26.4512"},
-        {"name": "ours", "psnr": ""},
-    ]
-    assert md_path.read_text().splitlines()[2:] == ["| pca | 26.45 |", "| ours | - |"]
-
-
-# ------------------------------------------------------------------------------- speed
-
-
-def test_the_speed_part_measures_every_variant_and_writes_its_figures(
-    arrays: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "bench"
-    result = benchmark(
-        out,
-        "speed",
-        arrays,
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--skip",
-        "bare-compile",
-        *SMALL_MODEL,
-        "finetune=full",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads((out / "speed.json").read_text())
-    assert set(figures["variants"]) == {
-        "pipeline",
-        "bare",
-        "bare-frozen",
-        "bare-contiguous",
-        "bare-bf16",
-        "pipeline-bf16",
-    }
-    for variant in figures["variants"].values():
-        assert variant["seconds"] > 0
-        assert variant["images_per_second"] == pytest.approx(16 / variant["seconds"])
-    bare, pipeline = figures["variants"]["bare"], figures["variants"]["pipeline"]
-    ratio = figures["ratios"]["pipeline / bare loop throughput"]
-    assert ratio == pytest.approx(bare["seconds"] / pipeline["seconds"])
-    rows = list(csv.DictReader((out / "speed.csv").open()))
-    loaders = ["loader (per-image)", "loader (on-device)"]
-    assert [row["variant"] for row in rows] == [*figures["variants"], *loaders]
-    # the training loader alone, both ways, side by side
-    assert list(figures["loaders"]) == loaders and min(figures["loaders"].values()) > 0
-    assert figures["loader_images_per_second"] == figures["loaders"]["loader (per-image)"]
-    for row in rows[-2:]:
-        rate = figures["loaders"][row["variant"]]
-        assert float(row["images/s"]) == pytest.approx(rate)
-        assert float(row["ms/step"]) == pytest.approx(1000 * 16 / rate)
-    assert figures["ratios"]["on-device / per-image loader throughput"] == pytest.approx(
-        figures["loaders"]["loader (on-device)"] / figures["loaders"]["loader (per-image)"]
-    )
-    assert (out / "speed.png").stat().st_size > 0 and (out / "speed.md").is_file()
-
-
-def test_the_overhead_part_costs_each_part_of_the_pipeline(arrays: Path, tmp_path: Path) -> None:
-    out = tmp_path / "overhead"
-    result = benchmark(
-        out, "speed", arrays, "--overhead", "--steps", "3", "--warmup", "1", *SMALL_MODEL
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {row["part"].strip(): row for row in csv.DictReader((out / "overhead.csv").open())}
-    bare = float(rows["bare loop (forward, loss, backward, AdamW step)"]["ms/step"])
-    pipeline = rows["pipeline (scripts/train.py)"]
-    assert float(pipeline["cost (ms/step)"]) == pytest.approx(float(pipeline["ms/step"]) - bare)
-    switched = [name for name in rows if name.endswith(": off")]
-    # SMALL_MODEL trains without the average: there is no weight average to switch off
-    assert len(switched) == 5 and not any("weight average" in name for name in switched)
-    for name in switched:
-        cost = float(pipeline["ms/step"]) - float(rows[name]["ms/step"])
-        assert float(rows[name]["cost (ms/step)"]) == pytest.approx(cost, abs=0.01)
-    loop = rows["the loop itself (every part above off)"]
-    assert float(loop["cost (ms/step)"]) == pytest.approx(float(loop["ms/step"]) - bare, abs=0.01)
-
-
-# ----------------------------------------------------------------------------- quality
+from tests.benchmarks.conftest import SMALL_MODEL, benchmark
+from tests.conftest import run_script
 
 
 def test_pca_with_every_component_reconstructs_exactly_and_fewer_lose() -> None:
@@ -344,53 +218,3 @@ def test_the_full_data_mode_resumes_reads_stopped_runs_and_draws_curves(
         f"started from the weights of {source} (3 epochs; init_from)"
         in (out / "quality_full.md").read_text()
     )
-
-
-# ----------------------------------------------------------------------------- ranking
-
-
-def fake_sweep(folder: Path, values: list[float | None]) -> Path:
-    folder.mkdir(parents=True)
-    with (folder / "summary.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["job", "status", "seed", "test/psnr"])
-        writer.writeheader()
-        for job, value in enumerate(values):
-            failed = value is None
-            writer.writerow(
-                {
-                    "job": job,
-                    "status": "FAILED" if failed else "COMPLETED",
-                    "seed": job + 1,
-                    "test/psnr": "" if failed else value,
-                }
-            )
-    return folder
-
-
-def test_a_candidate_is_adopted_only_when_its_gain_exceeds_both_spreads(tmp_path: Path) -> None:
-    sweeps = {
-        "base": (fake_sweep(tmp_path / "base", [25.0, 25.2]), ""),
-        "clear": (fake_sweep(tmp_path / "clear", [25.6, 25.7]), "callbacks=ema"),
-        "noisy": (fake_sweep(tmp_path / "noisy", [24.6, 26.0]), "model.lr=3e-3"),
-        "failed": (fake_sweep(tmp_path / "failed", [None, 25.05]), "data.batch_size=32"),
-        "running": (tmp_path / "running", "decoder.width=1.5"),
-    }
-    result = run_script(
-        "benchmark.py",
-        "--output",
-        str(tmp_path / "out"),
-        "rank",
-        "--baseline",
-        "base",
-        *(f"--sweep={n}={folder}:{varied}" for n, (folder, varied) in sweeps.items()),
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = list(csv.DictReader((tmp_path / "out" / "ranking.csv").open()))
-    assert [row["candidate"] for row in rows] == ["base", "clear", "noisy", "failed"]
-    by_name = {row["candidate"]: row for row in rows}
-    assert by_name["clear"]["adopt"] == "yes"  # +0.55 dB, spreads 0.1 and 0.2
-    assert float(by_name["clear"]["gain"]) == pytest.approx(0.55)
-    assert by_name["noisy"]["adopt"] == "no"  # +0.2 dB mean, but a 1.4 dB spread
-    assert by_name["failed"]["seeds"] == "1" and by_name["failed"]["test/psnr"] == "25.05"
-    assert by_name["clear"]["overrides"] == "callbacks=ema"
-    assert "not finished yet: running" in (tmp_path / "out" / "ranking.md").read_text()
