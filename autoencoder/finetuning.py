@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -47,135 +47,11 @@ from autoencoder.finetuning_options import (
     PlateauRule,
     ScheduleShape,
     Unfreezing,
+    plateau_update,
 )
+from autoencoder.finetuning_rates import FinetunableModel, StagedRates, missing_attribute
 from autoencoder.models.encoders import BatchNormMode
-from autoencoder.param_groups import (
-    DECODER_GROUP,
-    ENCODER_PREFIX,
-    RatePolicy,
-    RateSpread,
-    encoder_group,
-)
-
-
-# ------------------------------------------------------------------------------ contract
-class StagedEncoder(Protocol):
-    """The encoder of a :class:`FinetunableModel`."""
-
-    @property
-    def stage_names(self) -> list[str]:
-        """The stages, lowest first; one parameter group ``encoder.<stage>`` each."""
-        ...
-
-    def set_trainable(
-        self, num_trainable: int, frozen_bn: BatchNormMode, unfrozen_bn: BatchNormMode
-    ) -> None:
-        """Make the top ``num_trainable`` stages trainable, freeze the rest (no gradients),
-        and put the BatchNorm of each kind of stage in ``eval`` or ``train`` mode."""
-        ...
-
-
-class FinetunableModel(Protocol):
-    """What :class:`TwoPhaseFinetuning` needs of the LightningModule it fine-tunes; the
-    check at setup names the first attribute a model lacks.
-
-    The model's ``configure_optimizers`` must build one named group per encoder stage
-    (``encoder.<stage>``) and one ``decoder`` group, and set each group's rate at every step
-    from ``rate_policy``, through a ``LambdaLR`` stepped every optimiser step. At setup the
-    callback puts its :class:`StagedRates` in ``rate_policy``; it changes rates through the
-    trainer's schedulers, and the model never calls it.
-    :class:`~autoencoder.models.autoencoder.Autoencoder` is one.
-    """
-
-    encoder: StagedEncoder
-    rate_policy: RatePolicy
-
-
-def _missing_attribute(pl_module: pl.LightningModule) -> str | None:
-    """The first attribute of :class:`FinetunableModel` that ``pl_module`` lacks, if any."""
-    if not hasattr(pl_module, "encoder"):
-        return "encoder"
-    for name in ("stage_names", "set_trainable"):
-        if not hasattr(pl_module.encoder, name):
-            return f"encoder.{name}"
-    return None if hasattr(pl_module, "rate_policy") else "rate_policy"
-
-
-# --------------------------------------------------------------------- plateaus and rates
-def plateau_update(
-    current: float, best: float, wait: int, mode: str, min_delta: float, relative: bool
-) -> tuple[bool, float, int]:
-    """One plateau check: ``(improved, new_best, new_wait)``.
-
-    ``current`` improves on ``best`` when it is better by more than ``min_delta``
-    (a fraction of ``|best|`` when ``relative``). ``wait`` counts checks without improvement.
-    """
-    delta = min_delta * abs(best) if relative and math.isfinite(best) else min_delta
-    improved = current < best - delta if mode == "min" else current > best + delta
-    if improved:
-        return True, current, 0
-    return False, best, wait + 1
-
-
-def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
-    """ULMFiT's slanted triangular multiplier at ``step`` of ``total`` (1 at the peak)."""
-    cut = max(1, math.floor(total * cut_frac))
-    progress = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total - cut))
-    return (1 + progress * (ratio - 1)) / ratio
-
-
-class StagedRates:
-    """The :class:`~autoencoder.param_groups.RatePolicy` of two-phase fine-tuning: every
-    encoder stage at rate 0 until it is unfrozen, then ramped to its peak (``spread``,
-    ``ramp``); the decoder at ``model.lr`` throughout.
-
-    It holds the state the rates depend on, which only :class:`TwoPhaseFinetuning` changes:
-    the stages, the step each one was unfrozen at, the warm-up and the run's length.
-    """
-
-    def __init__(self, spread: RateSpread, ramp: EncoderRamp) -> None:
-        self.spread = spread
-        self.ramp = ramp
-        self.stage_names: list[str] = []
-        self.unfreeze_steps: dict[str, int] = {}  # stage -> step it was unfrozen at
-        self.resolved_warmup_steps = 0
-        self.total_steps = 0
-
-    @property
-    def phase(self) -> int:
-        """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
-        return 2 if self.unfreeze_steps else 1
-
-    @property
-    def transition_step(self) -> int | None:
-        """The global step at which phase 2 began (``None`` before)."""
-        return min(self.unfreeze_steps.values(), default=None)
-
-    def peak_rates(self, group_names: Sequence[str], decoder_lr: float) -> dict[str, float]:
-        stage_rates = self.spread.stage_rates(len(self.stage_names), decoder_lr)
-        peaks = {encoder_group(s): r for s, r in zip(self.stage_names, stage_rates, strict=True)}
-        peaks[DECODER_GROUP] = decoder_lr
-        missing = set(group_names) - set(peaks)
-        if missing:
-            raise ConfigError(f"no learning rate for parameter groups {sorted(missing)}.")
-        return {name: peaks[name] for name in group_names}
-
-    def multiplier(self, group_name: str, step: int) -> float:
-        if group_name == DECODER_GROUP:
-            return 1.0
-        start = self.unfreeze_steps.get(group_name.removeprefix(ENCODER_PREFIX))
-        if start is None or step < start:
-            return 0.0
-        if self.ramp.encoder_schedule == "stlr":
-            return slanted_triangular(
-                step - start,
-                max(1, self.total_steps - start),
-                self.ramp.stlr_cut_frac,
-                self.ramp.stlr_ratio,
-            )
-        if self.resolved_warmup_steps > 0:
-            return min(1.0, (step - start + 1) / self.resolved_warmup_steps)
-        return 1.0
+from autoencoder.param_groups import DECODER_GROUP, ENCODER_PREFIX, RateSpread
 
 
 # ------------------------------------------------------------------------------ callback
@@ -282,35 +158,25 @@ class TwoPhaseFinetuning(pl.Callback):
     ) -> None:
         super().__init__()
         self.plateau = PlateauRule(
-            monitor=monitor,
-            mode=mode,
-            patience=patience,
-            min_delta=min_delta,
-            relative_delta=relative_delta,
-            min_frozen_epochs=min_frozen_epochs,
-            max_frozen_epochs=max_frozen_epochs,
+            monitor, mode, patience, min_delta, relative_delta, min_frozen_epochs, max_frozen_epochs
         )
         self.batchnorm = BatchNormPolicy(frozen_bn=frozen_bn, unfrozen_bn=unfrozen_bn)
         self.unfreezing = Unfreezing(gradual=gradual, gradual_every=gradual_every)
         self.anchoring = Anchoring(l2_sp=l2_sp, l2_sp_scope=l2_sp_scope)
-        spread = RateSpread(
-            encoder_lr=encoder_lr,
-            factor=factor,
-            lr_range=_as_tuple(lr_range),
-            rates=_as_tuple(rates),
+        self.rates = StagedRates(
+            RateSpread(encoder_lr, factor, _as_tuple(lr_range), _as_tuple(rates)),
+            EncoderRamp(
+                encoder_schedule=encoder_schedule,
+                warmup_steps=warmup_steps,
+                warmup_epochs=warmup_epochs,
+                min_warmup_steps=min_warmup_steps,
+                stlr_cut_frac=stlr_cut_frac,
+                stlr_ratio=stlr_ratio,
+            ),
         )
-        ramp = EncoderRamp(
-            encoder_schedule=encoder_schedule,
-            warmup_steps=warmup_steps,
-            warmup_epochs=warmup_epochs,
-            min_warmup_steps=min_warmup_steps,
-            stlr_cut_frac=stlr_cut_frac,
-            stlr_ratio=stlr_ratio,
-        )
-        self.rates = StagedRates(spread, ramp)
-        # With rates.unfreeze_steps, the state that a checkpoint saves and restores:
-        self.best = self.plateau.initial_best
-        self.wait = 0
+        # With rates.unfreeze_steps and the plateau's best and wait, the state that a
+        # checkpoint saves and restores:
+        self._reset_plateau()
         self.transition_epoch: int | None = None
         self.last_unfreeze_epoch = 0.0
         self.anchors: dict[str, list[torch.Tensor]] = {}  # group -> its starting weights
@@ -320,12 +186,13 @@ class TwoPhaseFinetuning(pl.Callback):
 
     @property
     def phase(self) -> int:
-        """1 while the whole encoder is frozen, 2 once any stage was unfrozen."""
+        """:attr:`StagedRates.phase <autoencoder.finetuning_rates.StagedRates.phase>`."""
         return self.rates.phase
 
     @property
     def transition_step(self) -> int | None:
-        """The global step at which phase 2 began (``None`` before)."""
+        """:attr:`StagedRates.transition_step
+        <autoencoder.finetuning_rates.StagedRates.transition_step>`."""
         return self.rates.transition_step
 
     # ------------------------------------------------------------------------ hooks
@@ -333,14 +200,15 @@ class TwoPhaseFinetuning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
-        missing = _missing_attribute(pl_module)
+        missing = missing_attribute(pl_module)
         if missing is not None:
             raise ConfigError(
                 f"TwoPhaseFinetuning needs the model's `{missing}`, which "
                 f"{type(pl_module).__name__} lacks (see autoencoder.finetuning.FinetunableModel)."
             )
-        self.rates.stage_names = list(pl_module.encoder.stage_names)
-        pl_module.rate_policy = self.rates
+        model = cast(FinetunableModel, pl_module)
+        self.rates.stage_names = list(model.encoder.stage_names)
+        model.rate_policy = self.rates
         strategy = trainer.strategy
         if isinstance(strategy, DDPStrategy) and not ddp_finds_unused_parameters(strategy):
             raise ConfigError(
@@ -433,6 +301,11 @@ class TwoPhaseFinetuning(pl.Callback):
         return rule.patience is not None and self.wait >= rule.patience
 
     # -------------------------------------------------------------------- mechanics
+    def _reset_plateau(self) -> None:
+        """Start looking for a plateau afresh: no best value, no checks waited."""
+        self.best = self.plateau.initial_best
+        self.wait = 0
+
     def _all_unfrozen(self) -> bool:
         return len(self.rates.unfreeze_steps) == len(self.rates.stage_names)
 
@@ -455,8 +328,7 @@ class TwoPhaseFinetuning(pl.Callback):
         newly = still_frozen[:1] if self.unfreezing.gradual else still_frozen
         for stage in newly:
             rates.unfreeze_steps[stage] = step
-        self.best = self.plateau.initial_best
-        self.wait = 0
+        self._reset_plateau()
         if at_start:
             return
         self._apply(trainer, pl_module)

@@ -53,6 +53,21 @@ class PlateauRule:
         return math.inf if self.mode == "min" else -math.inf
 
 
+def plateau_update(
+    current: float, best: float, wait: int, mode: str, min_delta: float, relative: bool
+) -> tuple[bool, float, int]:
+    """One plateau check: ``(improved, new_best, new_wait)``.
+
+    ``current`` improves on ``best`` when it is better by more than ``min_delta``
+    (a fraction of ``|best|`` when ``relative``). ``wait`` counts checks without improvement.
+    """
+    delta = min_delta * abs(best) if relative and math.isfinite(best) else min_delta
+    improved = current < best - delta if mode == "min" else current > best + delta
+    if improved:
+        return True, current, 0
+    return False, best, wait + 1
+
+
 @dataclass(frozen=True)
 class EncoderRamp:
     """How the rate of a newly unfrozen stage reaches its peak."""

@@ -22,8 +22,8 @@ from autoencoder.finetuning import (
     TwoPhaseFinetuning,
     Unfreezing,
     plateau_update,
-    slanted_triangular,
 )
+from autoencoder.finetuning_rates import slanted_triangular
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import RateSpread

@@ -34,6 +34,7 @@ FLOORS = {
     "data": 1,
     "finetuning": 1,
     "finetuning_options": 1,
+    "finetuning_rates": 1,
     "callbacks": 1,
     "start_score": 1,
     # 2: job plumbing
