@@ -128,7 +128,8 @@ def test_the_flat_arguments_build_the_groups() -> None:
     assert callback.unfreezing == Unfreezing(gradual=True, gradual_every="plateau")
 
 
-# --------------------------------------------------------------------------- freezing
+# ------------------------------------------------- a tiny model (freezing itself: the
+# encoder contract, tests/models/test_encoder_contract.py)
 
 
 def tiny_model(depth: int = 3, **kwargs) -> Autoencoder:
@@ -137,34 +138,6 @@ def tiny_model(depth: int = 3, **kwargs) -> Autoencoder:
 
 def batchnorms(module: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-def test_frozen_stages_get_no_gradients_and_keep_bn_in_eval() -> None:
-    model = tiny_model()
-    model.encoder.set_trainable(0, frozen_bn="eval", unfrozen_bn="train")
-    model.train()  # must not switch the frozen BatchNorm back to training
-    assert all(not bn.training for bn in batchnorms(model.encoder))
-    assert all(bn.training for bn in batchnorms(model.decoder))
-    model(torch.rand(2, 3, 32, 32)).mean().backward()
-    assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
-    assert all(p.grad is not None for p in model.decoder.parameters())
-
-    model.encoder.set_trainable(1, frozen_bn="eval", unfrozen_bn="train")
-    model.train()
-    model.zero_grad(set_to_none=True)
-    model(torch.rand(2, 3, 32, 32)).mean().backward()
-    assert all(p.grad is not None for p in model.encoder.stages["layer2"].parameters())
-    assert all(p.grad is None for p in model.encoder.stages["layer1"].parameters())
-    assert all(bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
-    assert all(not bn.training for bn in batchnorms(model.encoder.stages["stem"]))
-
-
-def test_bn_options_train_frozen_bn_and_eval_trainable_bn() -> None:
-    model = tiny_model()
-    model.encoder.set_trainable(1, frozen_bn="train", unfrozen_bn="eval")
-    model.train()
-    assert all(bn.training for bn in batchnorms(model.encoder.stages["stem"]))
-    assert all(not bn.training for bn in batchnorms(model.encoder.stages["layer2"]))
 
 
 # ------------------------------------------------------------------ integration (fits)

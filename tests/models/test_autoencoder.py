@@ -1,4 +1,5 @@
-"""Encoders, decoders, the bottleneck, losses and metrics."""
+"""The autoencoder's parts beyond the encoder contract (tests/models/test_encoder_contract.py):
+the encoder's normalisation and torchvision weights, decoders, losses and metrics."""
 
 from __future__ import annotations
 
@@ -13,40 +14,7 @@ from autoencoder.errors import ConfigError, ResourceUnavailableError
 from autoencoder.losses import ReconstructionLoss
 from autoencoder.models.autoencoder import Autoencoder, _metrics
 from autoencoder.models.decoders import UPSAMPLE_MODES, Decoder, icnr_
-from autoencoder.models.encoders import ENCODERS, Encoder
-
-
-@pytest.mark.parametrize("name", list(ENCODERS))
-def test_every_encoder_at_every_depth_reconstructs_input_shape(name: str) -> None:
-    images = torch.rand(2, 3, 32, 32)
-    for depth in range(1, 6):
-        encoder = Encoder(name, weights=None, depth=depth)
-        assert len(encoder.stage_names) == depth
-        assert encoder.reductions == sorted(encoder.reductions)
-        model = Autoencoder(encoder, latent_channels=8).eval()
-        with torch.no_grad():
-            features = encoder(images)
-            latent = model.encode(images)
-            reconstruction = model(images)
-        assert features.shape[1] == encoder.out_channels[-1]
-        assert features.shape[-1] == 32 // encoder.reduction
-        assert latent.shape == (2, *model.latent_shape(32, 32))
-        assert reconstruction.shape == images.shape
-        assert reconstruction.min() >= 0 and reconstruction.max() <= 1
-        summary = model.bottleneck_summary(32, 32)
-        assert summary["latent_floats"] == latent[0].numel()
-        assert summary["compression_ratio"] == pytest.approx(3 * 32 * 32 / latent[0].numel())
-
-
-def test_stage_channels_and_reductions_match_torchvision() -> None:
-    resnet = Encoder("resnet50", weights=None)
-    assert resnet.stage_names == ["stem", "layer1", "layer2", "layer3", "layer4"]
-    assert resnet.out_channels == [64, 256, 512, 1024, 2048]
-    assert resnet.reductions == [4, 4, 8, 16, 32]
-    vgg = Encoder("vgg16_bn", weights=None)
-    assert vgg.stage_names == [f"block{i}" for i in range(1, 6)]
-    assert vgg.out_channels == [64, 128, 256, 512, 512]
-    assert vgg.reductions == [2, 4, 8, 16, 32]
+from autoencoder.models.encoders import Encoder
 
 
 def test_encoder_normalises_pixels_with_imagenet_statistics() -> None:
@@ -191,20 +159,6 @@ def test_metrics_and_the_ssim_loss_are_fp32_under_bf16_autocast() -> None:
     fp32_term = ReconstructionLoss({"ssim": 1.0})(images + 0.03, images)
     assert ssim_term.dtype == torch.float32
     assert ssim_term.item() == pytest.approx(fp32_term.item(), rel=1e-5)
-
-
-def test_parameter_groups_are_named_and_cover_every_parameter() -> None:
-    model = Autoencoder(Encoder("vgg11_bn", weights=None, depth=3), latent_channels=4)
-    groups = model.parameter_groups()
-    assert [g["name"] for g in groups] == [
-        "decoder",
-        "encoder.block1",
-        "encoder.block2",
-        "encoder.block3",
-    ]
-    grouped = {id(p) for g in groups for p in g["params"]}
-    assert grouped == {id(p) for p in model.parameters()}
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 @pytest.mark.slow  # torch.compile builds its kernels with the C++ compiler: about a minute
