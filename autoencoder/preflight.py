@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities import rank_zero_warn
 
 from autoencoder.checkpointing import CHECKPOINT_FIX
-from autoencoder.config import config_dir, instantiate
+from autoencoder.config import config_dir, instantiate, instantiate_all
 from autoencoder.errors import AutoencoderError, ConfigError
 from autoencoder.inputs import existing_file, existing_folder, torch_device
 from autoencoder.precision import resolve_precision
@@ -147,13 +147,43 @@ def _accelerator(cfg: DictConfig) -> None:
 
 
 def _built_without_weights(cfg: DictConfig) -> None:
-    """Build the model (its encoder with no weights read) and the fine-tuning callback, so
-    that their constructors' checks run before the data and the weights are touched."""
+    """Build what the job builds, with no weights or data read: the model (its encoder with
+    no weights), the fine-tuning callback, the other callbacks and the datamodule, so that
+    their constructors' checks run before the data and the weights are touched; and the
+    metric a sweeper reads must be one the model logs."""
     unweighted = copy.deepcopy(cfg)
     with open_dict(unweighted):
         unweighted.encoder.weights = None
-    build_model(unweighted)
+    model = build_model(unweighted)
     instantiate(cfg.finetune)
+    _built_data_and_callbacks(cfg)
+    logged = ["val/loss", *model.val_metrics.keys()]
+    if cfg.get("optimized_metric") not in logged:
+        raise ConfigError(
+            f"optimized_metric={cfg.get('optimized_metric')!r} is not a metric the model logs; "
+            f"use one of {', '.join(logged)}."
+        )
+
+
+def _built_data_and_callbacks(cfg: DictConfig) -> None:
+    """The datamodule and the callbacks built (their constructors check their values); the
+    datamodule opens nothing before its setup."""
+    instantiate(cfg.data)
+    instantiate_all(cfg.get("callbacks"))
+
+
+def _seed(cfg: DictConfig) -> None:
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}; e.g. seed=42.")
+
+
+def _export_path(cfg: DictConfig) -> None:
+    if cfg.get("export_encoder") and Path(cfg.export_encoder).expanduser().is_dir():
+        raise ConfigError(
+            f"export_encoder={cfg.export_encoder!r} is a folder; pass the file to write, e.g. "
+            f"export_encoder={Path(cfg.export_encoder) / 'encoder.pt'}."
+        )
 
 
 def _each(check: Callable[[DictConfig], Iterator[None]]) -> Callable[[DictConfig], None]:
@@ -207,14 +237,21 @@ JOB_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
     "train": (
         _required_start,
         _score_start,
+        _seed,
         _each(_training_paths),
         _each(_data_paths),
         _accelerator,
         _built_without_weights,
     ),
-    "pretrain": (_each(_training_paths), _each(_data_paths), _accelerator),
+    "pretrain": (
+        _seed,
+        _each(_training_paths),
+        _each(_data_paths),
+        _accelerator,
+        _built_data_and_callbacks,
+    ),
     "evaluate": (_trained_run_paths, _each(_data_paths), _device),
-    "encode": (_trained_run_paths, _each(_data_paths), _device, _split),
+    "encode": (_trained_run_paths, _each(_data_paths), _device, _split, _export_path),
 }
 
 

@@ -321,6 +321,28 @@ CASES = [
         before_work=True,
     ),
     Case(
+        "seed-not-an-integer",
+        lambda i: cli_train(i, "seed=abc"),
+        "error: seed must be an integer, got 'abc'; e.g. seed=42.",
+        before_work=True,
+    ),
+    Case(
+        "optimized-metric-not-logged",
+        lambda i: cli_train(i, "optimized_metric=val/acc"),
+        "error: optimized_metric='val/acc' is not a metric the model logs; use one of val/loss, "
+        "val/mae, val/mse, val/psnr, val/ssim.",
+        before_work=True,
+    ),
+    Case(
+        "export-encoder-a-folder",
+        lambda i: cli_job(
+            i, encode, "encode", f"ckpt_path={i.tiny_run()[0]}", f"export_encoder={i.tmp}"
+        ),
+        "error: export_encoder='{tmp}' is a folder; pass the file to write, e.g. "
+        "export_encoder={tmp}/encoder.pt.",
+        before_work=True,
+    ),
+    Case(
         "init-from-a-run-folder",
         lambda i: cli_train(i, f"init_from={run_folder(i)}"),
         "error: init_from='...' is a folder, not a file. Pass the file inside it: "
