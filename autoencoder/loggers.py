@@ -9,7 +9,7 @@ import secrets
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +20,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from autoencoder.compat import use_appending_csv_writer, wandb_run_started
 from autoencoder.errors import check_choice
+
+if TYPE_CHECKING:
+    import torch
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 # In a run folder: the id of its W&B run, which a resumed job continues.
@@ -54,14 +57,16 @@ class ResumableCSVLogger(CSVLogger):
         return super().experiment
 
 
-def machine_description() -> str:
-    """The machine a run trained on, for result tables: the GPU, or the CPU's core count."""
+def machine_description(device: torch.device | None = None) -> str:
+    """The machine a run trained or a benchmark ran on, for records and result tables: the
+    GPU (``device``'s; without one, the first GPU where there is one), or the CPU's core
+    count."""
     import platform
 
     import torch
 
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    if device.type == "cuda" if device is not None else torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(device or 0)}, torch {torch.__version__}"
     cores = os.cpu_count() or 0
     return f"{cores}-core {platform.machine()} CPU, torch {torch.__version__.split('+')[0]}"
 

@@ -44,5 +44,5 @@ tests=${PIPESTATUS[0]}
 
 echo
 echo "---- summary for docs/results.md (also in $OUT/summary.md) ----"
-"$PYTHON" -c "import sys; from pathlib import Path; from autoencoder.benchmarks.speed import check_summary; print(check_summary(Path(sys.argv[1])), end='')" "$OUT" | tee "$OUT/summary.md"
+"$PYTHON" -c "import sys; from pathlib import Path; from autoencoder.benchmarks.gpu_check import check_summary; print(check_summary(Path(sys.argv[1])), end='')" "$OUT" | tee "$OUT/summary.md"
 exit "$tests"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoencoder.benchmarks.speed import check_summary
+from autoencoder.benchmarks.gpu_check import check_summary
 from tests.conftest import ROOT
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0"
