@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from autoencoder.checkpointing import read_checkpoint
+from autoencoder.config import instantiate
 from autoencoder.errors import ConfigError
 from autoencoder.examples import smoke_overrides
 from autoencoder.preflight import check_job
@@ -34,6 +37,20 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("source")
     metrics, _ = train(compose_job("train", *RUN, "trainer.max_epochs=3", output_dir=out))
     return out / "checkpoints" / "last.ckpt", metrics
+
+
+def validation_mse(model: torch.nn.Module, cfg: DictConfig) -> float:
+    """The mean squared error of ``model`` over every pixel of the validation split of
+    ``cfg``'s data, in eval mode and fp32."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    squared, count = 0.0, 0
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            squared += float(((model.eval()(images) - images) ** 2).sum())
+            count += images.numel()
+    return squared / count
 
 
 def test_a_grown_decoder_starts_as_the_trained_model(compose_cfg, source) -> None:
@@ -140,4 +157,10 @@ def test_a_run_from_a_checkpoint_reads_no_other_encoder_weights(compose_cfg, sou
         "trainer.max_epochs=1",
         output_dir=tmp_path / "adapted",
     )
-    assert train(cfg)[0]["start"] is not None
+    start = train(cfg)[0]["start"]
+    # the start is the checkpoint's (averaged) weights, evaluated here on the same split
+    source = build_model(compose_cfg(*RUN))
+    source.load_state_dict(read_checkpoint(ckpt)["state_dict"])
+    mse = validation_mse(source, cfg)
+    assert start["val/mse"] == pytest.approx(mse, rel=1e-4)
+    assert start["val/psnr"] == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)

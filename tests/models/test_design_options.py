@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,17 @@ import torch
 import torchvision
 from torch import nn
 
+from autoencoder.checkpointing import read_checkpoint
+from autoencoder.config import instantiate
 from autoencoder.encode import export_encoder, load_encoder
-from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.errors import ConfigError
 from autoencoder.examples import smoke_overrides
 from autoencoder.losses import PerceptualLoss, ReconstructionLoss
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.decoders import Decoder, ResidualBlock
 from autoencoder.models.encoders import Encoder
 from autoencoder.param_groups import schedule_multiplier
+from autoencoder.runs import build_model
 from autoencoder.train import train
 from tests.probes import CountUpdates
 
@@ -185,12 +189,28 @@ def test_a_fit_with_the_perceptual_term_trains_and_a_missing_network_stops_it(
         "model.perceptual.name=resnet18",
         "model.perceptual.depth=2",
     )
-    summary, _ = train(
-        compose_cfg(*base, f"model.perceptual.weights={weights}", output_dir=tmp_path / "ok")
-    )
-    assert summary["val/psnr"] is not None
+    cfg = compose_cfg(*base, f"model.perceptual.weights={weights}", output_dir=tmp_path / "ok")
+    summary, _ = train(cfg)
+    # the validation loss is the MSE plus 0.1 x the distance of a network of the same weights
+    model = build_model(cfg)
+    model.load_state_dict(read_checkpoint(summary["best_ckpt"])["state_dict"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    (images, *_), *more = datamodule.val_dataloader()  # one batch: 16 images
+    assert not more
+    network = PerceptualLoss(functools.partial(Encoder, "resnet18", weights=str(weights), depth=2))
+    with torch.no_grad():
+        reconstruction = model.eval()(images)
+        distance = float(network(reconstruction, images))
+    mse = float(torch.nn.functional.mse_loss(reconstruction, images))
+    with (tmp_path / "ok" / "csv" / "metrics.csv").open() as file:
+        (validation,) = [row for row in csv.DictReader(file) if row.get("val/loss")]
+    assert distance > 0
+    assert float(validation["val/mse"]) == pytest.approx(mse, rel=1e-4)
+    assert float(validation["val/loss"]) == pytest.approx(mse + 0.1 * distance, rel=1e-4)
+    assert summary["val/psnr"] == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
     missing = r"model\.perceptual\.weights='.*missing\.pt': no such file"
-    with pytest.raises(ResourceUnavailableError, match=missing):
+    with pytest.raises(ConfigError, match=missing):
         train(
             compose_cfg(
                 *base,
