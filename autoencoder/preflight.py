@@ -97,28 +97,32 @@ def _score_start(cfg: DictConfig) -> None:
         raise ConfigError(f"score_start must be auto, true or false; got {setting!r}.")
 
 
-def _training_paths(cfg: DictConfig) -> Iterator[None]:
-    """The checkpoint a run resumes or starts from and the encoder's weights file."""
+def _training_paths(cfg: DictConfig) -> None:
+    """The checkpoint a run resumes or starts from, or else the encoder's weights file."""
     if cfg.get("ckpt_path"):
-        yield existing_file("ckpt_path", cfg.ckpt_path, CHECKPOINT_FIX)
-    if cfg.get("init_from") and not cfg.get("ckpt_path"):
-        yield existing_file("init_from", cfg.init_from, CHECKPOINT_FIX)
-    weights = cfg.encoder.get("weights") if "encoder" in cfg else None
-    reads_weights = not cfg.get("ckpt_path") and not cfg.get("init_from")
-    if weights not in (None, "imagenet") and reads_weights:
-        yield existing_file("encoder.weights", weights, ENCODER_WEIGHTS_FIX)
+        existing_file("ckpt_path", cfg.ckpt_path, CHECKPOINT_FIX)
+    elif cfg.get("init_from"):
+        existing_file("init_from", cfg.init_from, CHECKPOINT_FIX)
+    elif "encoder" in cfg and cfg.encoder.get("weights") not in (None, "imagenet"):
+        existing_file("encoder.weights", cfg.encoder.weights, ENCODER_WEIGHTS_FIX)
 
 
-def _data_paths(cfg: DictConfig) -> Iterator[None]:
+def _resumed_checkpoint(cfg: DictConfig) -> None:
+    """The checkpoint a pretraining run resumes (it reads no encoder weights)."""
+    if cfg.get("ckpt_path"):
+        existing_file("ckpt_path", cfg.ckpt_path, CHECKPOINT_FIX)
+
+
+def _data_paths(cfg: DictConfig) -> None:
     """The folder of a data section that reads local files (``data=arrays``, ``folder``)."""
     data = cfg.get("data")
     if not isinstance(data, DictConfig) or "_target_" not in data or not data.get("path"):
         return
     target = str(data._target_)
     if target.endswith("ArraysDataModule"):
-        yield existing_folder("data.path", data.path, ARRAYS_FIX, ("train.npz", "test.npz"))
+        existing_folder("data.path", data.path, ARRAYS_FIX, ("train.npz", "test.npz"))
     elif target.endswith("FolderDataModule"):
-        yield existing_folder("data.path", data.path, "point data.path at a folder of images.")
+        existing_folder("data.path", data.path, "Point data.path at a folder of images.")
 
 
 def _accelerator(cfg: DictConfig) -> None:
@@ -186,11 +190,6 @@ def _export_path(cfg: DictConfig) -> None:
         )
 
 
-def _each(check: Callable[[DictConfig], Iterator[None]]) -> Callable[[DictConfig], None]:
-    """A check that yields once per path it checks, run to the end."""
-    return lambda cfg: list(check(cfg)) and None
-
-
 # ---------------------------------------------------------------- evaluate and encode
 def _trained_run_paths(cfg: DictConfig) -> None:
     if not cfg.get("ckpt_path"):
@@ -238,20 +237,20 @@ JOB_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
         _required_start,
         _score_start,
         _seed,
-        _each(_training_paths),
-        _each(_data_paths),
+        _training_paths,
+        _data_paths,
         _accelerator,
         _built_without_weights,
     ),
     "pretrain": (
         _seed,
-        _each(_training_paths),
-        _each(_data_paths),
+        _resumed_checkpoint,
+        _data_paths,
         _accelerator,
         _built_data_and_callbacks,
     ),
-    "evaluate": (_trained_run_paths, _each(_data_paths), _device),
-    "encode": (_trained_run_paths, _each(_data_paths), _device, _split, _export_path),
+    "evaluate": (_trained_run_paths, _data_paths, _device),
+    "encode": (_trained_run_paths, _data_paths, _device, _split, _export_path),
 }
 
 
