@@ -1,7 +1,8 @@
 """The benchmark suite: tables as CSV and Markdown (and figures) under --output.
 
     python -m autoencoder.benchmarks speed    --data-dir DIR [--steps 20 --warmup 5]
-                                              [--device cpu|cuda] [--overhead] [OVERRIDES ...]
+                                              [--device cpu|cuda] [--overhead]
+                                              [--rounds N [--name ratio]] [OVERRIDES ...]
     python -m autoencoder.benchmarks transfer --data-dir DIR --source RUN_DIR
                                               [--classifier-weights PT]
                                               [--regimes 100 1000 5000] [--epochs 5]
@@ -34,7 +35,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from autoencoder.benchmarks import quality, ranking, speed, transfer
+from autoencoder.benchmarks import quality, ranking, ratio, speed, transfer
 from autoencoder.benchmarks.plots import speed_bars
 from autoencoder.benchmarks.transfer import finished_source
 from autoencoder.cli import exit_with_message
@@ -122,10 +123,28 @@ def _add_speed_arguments(speed_part: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the fixed cost per step, part by part, on a tiny model (overhead.csv/.md)",
     )
+    speed_part.add_argument(
+        "--rounds",
+        type=int,
+        help="the bare loop and the pipeline alternated this many times for each data path: "
+        "median ratio and fixed cost with their spread (ratio.csv/.md; --name)",
+    )
+    speed_part.add_argument("--name", default="ratio", help="the --rounds table's file name")
 
 
 def _run_speed(args: argparse.Namespace) -> None:
     overrides = [*_data(args), *args.overrides]
+    if args.rounds:
+        ratio.alternate(
+            overrides,
+            args.output,
+            args.rounds,
+            args.steps,
+            args.warmup,
+            device_name=args.device,
+            name=args.name,
+        )
+        return
     if args.overhead:
         speed.overhead(overrides, args.output, args.steps, args.warmup, device_name=args.device)
         return

@@ -79,3 +79,25 @@ def test_the_overhead_part_costs_each_part_of_the_pipeline(arrays: Path, tmp_pat
         assert float(rows[name]["cost (ms/step)"]) == pytest.approx(cost, abs=0.01)
     loop = rows["the loop itself (every part above off)"]
     assert float(loop["cost (ms/step)"]) == pytest.approx(float(loop["ms/step"]) - bare, abs=0.01)
+
+
+def test_the_alternated_ratio_reports_each_data_path_with_its_spread(
+    arrays: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ratio"
+    result = benchmark(
+        out, "speed", arrays, "--rounds", "2", "--steps", "2", "--warmup", "1", *SMALL_MODEL
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["data path"]: row for row in csv.DictReader((out / "ratio.csv").open())}
+    assert list(rows) == ["per-image loader", "drawn on the device"]
+    for row in rows.values():
+        bare, piped = float(row["bare loop (ms/step)"]), float(row["pipeline (ms/step)"])
+        low, high = map(float, row["ratio spread"].split(" .. "))
+        assert low <= float(row["ratio"]) <= high and low > 0
+        low, high = map(float, row["cost spread (ms)"].split(" .. "))
+        assert low <= float(row["fixed cost (ms)"]) <= high
+        # the medians of the rounds' values, not the values of the medians: close, not equal
+        assert float(row["fixed cost (ms)"]) == pytest.approx(piped - bare, abs=0.5 * piped)
+    assert "2 rounds of 2 steps (after 1), batch 16" in result.stdout
+    assert "data.batch_size=16" in (out / "ratio.md").read_text()
