@@ -147,3 +147,9 @@ def read_checkpoint(
             "by scripts/train.py."
         )
     return checkpoint
+
+
+def checkpoint_epochs(path: str | Path | None) -> int | None:
+    """Training epochs behind a checkpoint written at the end of an epoch's validation (the
+    epoch it records counts from 0); ``None`` without a checkpoint."""
+    return int(read_checkpoint(path)["epoch"]) + 1 if path else None

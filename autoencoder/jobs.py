@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
 
-from autoencoder.checkpointing import read_checkpoint
+from autoencoder.checkpointing import checkpoint_epochs, read_checkpoint
 from autoencoder.config import instantiate
 from autoencoder.distributed import JobRanks, relaunchable_job
 from autoencoder.loggers import finish_loggers, machine_description, run_config
@@ -186,12 +186,6 @@ def best_checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | Non
     return next(
         (c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
     )
-
-
-def checkpoint_epochs(path: str | None) -> int | None:
-    """Training epochs behind a checkpoint written at the end of an epoch's validation (the
-    epoch it records counts from 0); ``None`` without a checkpoint."""
-    return int(read_checkpoint(path)["epoch"]) + 1 if path else None
 
 
 @contextmanager

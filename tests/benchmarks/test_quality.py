@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoencoder.benchmarks import baselines, plots, quality
+from autoencoder.benchmarks import baselines, plots, quality_plan, quality_table
 from autoencoder.errors import ConfigError
 from autoencoder.plotting import pyplot
 from tests.benchmarks.conftest import SMALL_MODEL, benchmark
@@ -36,7 +36,10 @@ def test_reaching_a_target_is_read_or_extrapolated_on_log_epochs() -> None:
     curve = [20 + 2 * math.log(e) for e in range(1, 11)]
     assert baselines.epochs_to_reach(curve, 26) == pytest.approx(math.e**3)
     assert baselines.epochs_to_reach([20, 19, 18, 17], 26) is None
-    assert quality.Layout(8, 8).channels(256) == 4 and quality.Layout(8, 8).channels(1000) is None
+    assert (
+        quality_plan.LatentGrid(8, 8).channels(256) == 4
+        and quality_plan.LatentGrid(8, 8).channels(1000) is None
+    )
     assert baselines.extrapolation_cell(315.2, 10) == 315.2
     assert baselines.extrapolation_cell(2.5e8, 10) == "> 1000"
     assert baselines.extrapolation_cell(None, 10) is None
@@ -105,45 +108,46 @@ def test_a_config_with_the_floats_placeholder_sets_each_size_itself(
     base = ("data=arrays", f"data.path={arrays}", "encoder.weights=null")
     # ResNet-18 to layer4 with the stem's max-pool: 32x downsampling, a 1 x 1 latent grid
     sized = (*base, "encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels={floats}")
-    planned = quality.plan({"sized": sized}, [64, 256], tmp_path, quality.QUICK)
+    planned = quality_plan.plan({"sized": sized}, [64, 256], tmp_path / quality_table.QUICK.name)
     assert [(run.floats, run.overrides[len(base) :]) for run in planned] == [
         (64, ("encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels=64")),
         (256, ("encoder.depth=5", "encoder.stem_pool=true", "model.latent_channels=256")),
     ]  # formatted per size, and no model.latent_channels of the benchmark's own
     assert planned[1].folder.path == tmp_path / "quality" / "sized" / "256"
-    command = quality.train_command(planned[1], 3)
+    command = quality_plan.train_command(planned[1], 3)
     assert command[1:3] == ["-m", "autoencoder.train"] and "trainer.max_epochs=3" in command
     # without a budget of its own, a recipe keeps its planned length (and its schedule)
     assert not any(
-        a.startswith("trainer.max_epochs") for a in quality.train_command(planned[1], None)
+        a.startswith("trainer.max_epochs") for a in quality_plan.train_command(planned[1], None)
     )
-    assert quality.needs_training(planned[1].folder, None)
+    assert quality_plan.needs_training(planned[1].folder, None)
     assert planned[1].recipe and planned[1].budget(None) is None and planned[1].budget(3) == 3
-    (plain,) = quality.plan({"plain": (*base, "layout=depth2")}, [256], tmp_path, quality.QUICK)
-    assert not plain.recipe and plain.budget(None) == quality.DEFAULT_EPOCHS
+    (plain,) = quality_plan.plan(
+        {"plain": (*base, "layout=depth2")}, [256], tmp_path / quality_table.QUICK.name
+    )
+    assert not plain.recipe and plain.budget(None) == quality_plan.DEFAULT_EPOCHS
 
     unsized = (*base, "layout=depth2", "model.latent_channels={floats}")
     with pytest.raises(ConfigError, match=r"gives 64 x 8 x 8 = 4096 latent floats, not 64") as info:
-        quality.plan({"unsized": unsized}, [64], tmp_path, quality.QUICK)
+        quality_plan.plan({"unsized": unsized}, [64], tmp_path / quality_table.QUICK.name)
     assert "make it set model.latent_channels=1 (its latent grid is 8 x 8)" in str(info.value)
 
 
 def test_pcas_note_names_the_split_it_was_fitted_on(arrays: Path, tmp_path: Path) -> None:
     base = ("data=arrays", f"data.path={arrays}", "encoder.weights=null", "layout=depth2")
-    same = quality.plan(
+    same = quality_plan.plan(
         {"a": base, "b": (*base, "data.batch_size=8", "data.horizontal_flip=true")},
         [256],
-        tmp_path,
-        quality.FULL,
+        tmp_path / quality_table.FULL.name,
     )
-    assert quality.pca_note(same) == (
+    assert quality_table.pca_note(same) == (
         "PCA: fitted on the training split of a, as many components as latent floats; every "
         "config trains on the same split."
     )
-    fewer = quality.plan(
-        {"a": base, "b": (*base, "data.train_subset=40")}, [256], tmp_path, quality.FULL
+    fewer = quality_plan.plan(
+        {"a": base, "b": (*base, "data.train_subset=40")}, [256], tmp_path / quality_table.FULL.name
     )
-    assert "Other configs set other data (b: data.train_subset=40)" in quality.pca_note(fewer)
+    assert "Other configs set other data (b: data.train_subset=40)" in quality_table.pca_note(fewer)
 
 
 def test_the_curves_draw_pca_dashed_and_the_uva_reference_dotted_where_it_has_a_size(
