@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import Dataset
 
 from autoencoder.checkpointing import read_state_dict
 from autoencoder.cli import hydra_main
@@ -33,7 +35,7 @@ from autoencoder.models.encoders import Encoder
 from autoencoder.models.shape import EncoderGeometry
 from autoencoder.param_groups import ENCODER_PREFIX
 from autoencoder.preflight import encoded_splits
-from autoencoder.runs import load_run, sequential_loader
+from autoencoder.runs import LoadedRun, load_run, sequential_loader
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +84,14 @@ class LatentEncoder(nn.Module):
         return self.bottleneck(self.encoder(images))
 
 
-def export_encoder(model: Autoencoder, path: Path) -> Path:
+def export_encoder(
+    model: Autoencoder, path: Path, statistics: LatentStatistics | None = None
+) -> Path:
     """Save the encoder and bottleneck of ``model`` to ``path``; return the JSON sidecar.
 
     The state dict holds plain contiguous CPU tensors (a weights-only load reads it); the
-    sidecar ``path.with_suffix(".json")`` holds the arguments of :class:`LatentEncoder`.
+    sidecar ``path.with_suffix(".json")`` holds the arguments of :class:`LatentEncoder`,
+    and the latents' statistics over the encoded images when given.
     """
     state_dict = {
         key: value.detach().cpu().contiguous()
@@ -107,6 +112,7 @@ def export_encoder(model: Autoencoder, path: Path) -> Path:
         "input": "RGB in [0, 1], shape (B, 3, H, W), H and W divisible by reduction",
         "rebuild": "from autoencoder.encode import load_encoder; "
         f"encoder = load_encoder({str(path.absolute())!r})",
+        "latent_statistics": None if statistics is None else statistics.to_json(),
     }
     sidecar.write_text(json.dumps(meta, indent=2) + "\n")
     return sidecar
@@ -144,66 +150,122 @@ def load_encoder(path: str | Path) -> LatentEncoder:
     return encoder.eval()
 
 
+@dataclass(frozen=True)
+class LatentStatistics:
+    """The latents' statistics over the encoded images, what a diffusion model trained on
+    them needs: each channel's mean and standard deviation, and ``scale_factor``, which
+    brings the latents to unit variance (latent-diffusion code multiplies by it before
+    training and divides by it before decoding)."""
+
+    images: int
+    channel_mean: list[float]
+    channel_std: list[float]
+    std: float
+
+    @property
+    def scale_factor(self) -> float:
+        return 1.0 / self.std if self.std > 0 else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "scale_factor": self.scale_factor}
+
+
+class _Moments:
+    """Per-channel sums of latent maps, batch by batch, in float64."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.values = 0
+        self.sums: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+
+    def add(self, maps: torch.Tensor) -> None:
+        maps = maps.double()
+        sums, squares = maps.sum((0, 2, 3)), maps.square().sum((0, 2, 3))
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.images += maps.shape[0]
+        self.values += maps.shape[0] * maps.shape[2] * maps.shape[3]
+
+    def statistics(self) -> LatentStatistics:
+        assert self.sums is not None and self.squares is not None
+        mean = self.sums / self.values
+        variance = (self.squares / self.values - mean.square()).clamp_min(0)
+        overall = float(self.sums.sum() / (self.values * len(mean)))
+        overall_variance = float(self.squares.sum() / (self.values * len(mean))) - overall**2
+        return LatentStatistics(
+            self.images,
+            [round(float(m), 6) for m in mean],
+            [round(float(v.sqrt()), 6) for v in variance],
+            round(max(overall_variance, 0.0) ** 0.5, 6),
+        )
+
+
 def encode(cfg: DictConfig) -> dict[str, Any]:
     """Encode a split (or all) of the run's data or ``cfg.data``; return ``latents.json``.
 
     Writes into ``cfg.paths.output_dir``: ``latents.npy`` (float32, images x latent floats),
     ``index.csv`` (``row,split,source,label``; label -1 when unlabelled) and
-    ``latents.json``; with ``export_encoder=PATH`` also the encoder (see
-    :func:`export_encoder`).
+    ``latents.json`` (with the latents' :class:`LatentStatistics`); with
+    ``export_encoder=PATH`` also the encoder, its sidecar recording the same statistics
+    (see :func:`export_encoder`).
     """
     splits = encoded_splits(str(cfg.split))
     run = load_run(cfg)
-    model, datamodule = run.model, run.datamodule
-    export = None
-    if cfg.get("export_encoder"):
-        export = Path(cfg.export_encoder).expanduser()
-        log.info("encoder exported to %s (sidecar %s)", export, export_encoder(model, export))
-    latent_shape = model.latent_shape(*datamodule.image_shape[-2:])
-    latent_floats = int(np.prod(latent_shape))
-    datasets = {split: getattr(datamodule, f"{split}_set") for split in splits}
-
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(dataset) for dataset in datasets.values())
-    # Written batch by batch, so a large dataset never has to fit in memory.
-    latents = np.lib.format.open_memmap(
-        output_dir / "latents.npy", mode="w+", dtype=np.float32, shape=(total, latent_floats)
-    )
-    rows: list[tuple[int, str, int | str, int]] = []
-    with torch.inference_mode():
-        for split, dataset in datasets.items():
-            position = 0
-            for images, labels in sequential_loader(dataset, datamodule):
-                batch = images.to(run.device).contiguous(memory_format=model.memory_format)
-                # flatten follows the logical C, H, W order whatever the memory layout
-                start = len(rows)
-                latents[start : start + len(images)] = (
-                    model.encode(batch).float().flatten(1).cpu().numpy()
-                )
-                for label in labels.tolist():
-                    rows.append((len(rows), split, source_of(dataset, position), label))
-                    position += 1
-    latents.flush()
-    del latents
-
+    datasets = {split: getattr(run.datamodule, f"{split}_set") for split in splits}
+    latent_shape = run.model.latent_shape(*run.datamodule.image_shape[-2:])
+    rows, statistics = _write_latents(run, datasets, output_dir / "latents.npy", latent_shape)
     with (output_dir / "index.csv").open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["row", "split", "source", "label"])
         writer.writerows(rows)
+    export = Path(cfg.export_encoder).expanduser() if cfg.get("export_encoder") else None
+    if export is not None:
+        sidecar = export_encoder(run.model, export, statistics)
+        log.info("encoder exported to %s (sidecar %s)", export, sidecar)
     summary = {
         "ckpt_path": str(run.ckpt_path.absolute()),
         "splits": list(splits),
-        "num_images": total,
+        "num_images": len(rows),
         "latent_shape": list(latent_shape),
-        "latent_floats": latent_floats,
+        "latent_floats": int(np.prod(latent_shape)),
         "latents": "latents.npy",
         "index": "index.csv",
+        "statistics": statistics.to_json(),
         "export_encoder": None if export is None else str(export.absolute()),
     }
     (output_dir / "latents.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("%d latents of %d floats written to %s", total, latent_floats, output_dir)
+    log.info("%d latents of %s written to %s", len(rows), latent_shape, output_dir)
     return summary
+
+
+def _write_latents(
+    run: LoadedRun, datasets: dict[str, Dataset], file: Path, latent_shape: tuple[int, ...]
+) -> tuple[list[tuple[int, str, int | str, int]], LatentStatistics]:
+    """Encode ``datasets`` into ``file`` batch by batch (a large set never has to fit in
+    memory); return each row's index entry and the latents' statistics."""
+    total = sum(len(dataset) for dataset in datasets.values())
+    latents = np.lib.format.open_memmap(
+        file, mode="w+", dtype=np.float32, shape=(total, int(np.prod(latent_shape)))
+    )
+    rows: list[tuple[int, str, int | str, int]] = []
+    moments = _Moments()
+    with torch.inference_mode():
+        for split, dataset in datasets.items():
+            position = 0
+            for images, labels in sequential_loader(dataset, run.datamodule):
+                batch = images.to(run.device).contiguous(memory_format=run.model.memory_format)
+                maps = run.model.encode(batch).float()
+                moments.add(maps)
+                # flatten follows the logical C, H, W order whatever the memory layout
+                latents[len(rows) : len(rows) + len(images)] = maps.flatten(1).cpu().numpy()
+                for label in labels.tolist():
+                    rows.append((len(rows), split, source_of(dataset, position), label))
+                    position += 1
+    latents.flush()
+    return rows, moments.statistics()
 
 
 # python -m autoencoder.encode [overrides ...]: scripts/encode.py, from any folder

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -71,6 +72,18 @@ def test_script_encodes_every_split_and_exports_the_encoder(
     meta = json.loads(exported.with_suffix(".json").read_text())
     assert (meta["name"], meta["depth"], meta["latent_channels"]) == ("resnet18", 3, 16)
     assert torch.load(exported, weights_only=True).keys() == encoder.state_dict().keys()
+
+    # the latents' statistics, for a diffusion model trained on them: per channel over the
+    # encoded images, and the factor that brings them to unit variance
+    statistics = summary["statistics"]
+    maps = latents.reshape(len(latents), 16, 4, 4).astype(np.float64)
+    assert statistics["images"] == len(latents)
+    np.testing.assert_allclose(statistics["channel_mean"], maps.mean((0, 2, 3)), atol=1e-5)
+    np.testing.assert_allclose(statistics["channel_std"], maps.std((0, 2, 3)), rtol=1e-4)
+    assert statistics["std"] == pytest.approx(maps.std(), rel=1e-4)
+    assert statistics["scale_factor"] == pytest.approx(1 / maps.std(), rel=1e-4)
+    assert np.std(latents * statistics["scale_factor"]) == pytest.approx(1.0, rel=1e-3)
+    assert meta["latent_statistics"] == statistics  # the export records them
 
 
 def test_an_image_folder_is_indexed_by_file_path(run: TrainedRun, tmp_path: Path) -> None:
