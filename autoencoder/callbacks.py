@@ -19,6 +19,7 @@ from typing_extensions import override
 from autoencoder.compat import copy_all_, lerp_all_
 from autoencoder.errors import ConfigError
 from autoencoder.grids import comparison_grid
+from autoencoder.models.steps import evaluating
 
 LAYOUT = "each row of images above its reconstructions"
 
@@ -228,12 +229,6 @@ def reconstruct(
     trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor
 ) -> torch.Tensor:
     """Reconstructions in eval mode without gradients; every submodule's mode is restored
-    afterwards exactly (frozen BatchNorm layers stay in eval mode during training)."""
-    modes = [(module, module.training) for module in pl_module.modules()]
-    pl_module.eval()
-    try:
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            return pl_module(images).float().clamp(0.0, 1.0)
-    finally:
-        for module, training in modes:
-            module.training = training
+    afterwards (:func:`~autoencoder.models.steps.evaluating`)."""
+    with evaluating(pl_module), torch.no_grad(), trainer.precision_plugin.forward_context():
+        return pl_module(images).float().clamp(0.0, 1.0)

@@ -26,37 +26,34 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from autoencoder.models.autoencoder import Autoencoder
+from autoencoder.models.steps import evaluating
+
 log = logging.getLogger(__name__)
 
 START_FILENAME = "start.ckpt"
 
 
 @torch.no_grad()
-def validation_score(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+def validation_score(trainer: pl.Trainer, pl_module: Autoencoder) -> dict[str, float]:
     """``val/loss`` and the validation metrics of ``pl_module`` as it is now, over the whole
-    validation split (the datamodule's loader), in eval mode and the trainer's precision;
-    every submodule's mode is restored afterwards."""
+    validation split (the datamodule's loader), through the model's own loss and metrics, in
+    eval mode and the trainer's precision; every submodule's mode is restored afterwards."""
     loader = trainer.datamodule.val_dataloader()
     metrics = pl_module.val_metrics.clone()
     metrics.reset()
-    modes = [(module, module.training) for module in pl_module.modules()]
-    pl_module.eval()
     total_loss, count = 0.0, 0
-    try:
+    with evaluating(pl_module):
         for batch in loader:
             images = batch[0] if isinstance(batch, (list, tuple)) else batch
-            images = images.to(pl_module.device)
             with trainer.precision_plugin.forward_context():
-                reconstruction = pl_module(images.contiguous(memory_format=pl_module.memory_format))
-            reconstruction = reconstruction.float()
-            total_loss += float(pl_module.loss(reconstruction, images)) * len(images)
+                images, reconstruction, loss = pl_module.reconstruction_loss(
+                    images.to(pl_module.device)
+                )
+            total_loss += float(loss) * len(images)
             count += len(images)
-            with torch.autocast(images.device.type, enabled=False):
-                metrics.update(reconstruction.contiguous(), images.float())
+            pl_module.update_metrics(metrics, reconstruction, images)
         scores = {key: float(value) for key, value in metrics.compute().items()}
-    finally:
-        for module, training in modes:
-            module.training = training
     return {"val/loss": total_loss / max(1, count), **scores}
 
 
@@ -88,12 +85,7 @@ class StartScore(Callback):
             and checkpoint.save_top_k == 1
         ]
         for checkpoint in entered:
-            score = torch.tensor(self.scores[checkpoint.monitor])
-            checkpoint.best_k_models = {self.path: score}
-            checkpoint.kth_best_model_path = self.path
-            checkpoint.kth_value = score
-            checkpoint.best_model_path = self.path
-            checkpoint.best_model_score = score
+            checkpoint.load_state_dict(_with_best(checkpoint, self.path, self.scores))
         shown = ", ".join(f"{key} {value:.4g}" for key, value in self.scores.items())
         rank_zero_info(f"start: the model this run starts from scores {shown} ({self.path})")
         if not entered:
@@ -115,3 +107,17 @@ class StartScore(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.scores = state_dict.get("scores")
         self.path = state_dict.get("path")
+
+
+def _with_best(checkpoint: ModelCheckpoint, path: str, scores: dict[str, float]) -> dict[str, Any]:
+    """The state of ``checkpoint`` with ``path`` as its best (and only kept) checkpoint, at
+    its score of the monitored metric."""
+    score = torch.tensor(scores[checkpoint.monitor])
+    return {
+        **checkpoint.state_dict(),
+        "best_model_path": path,
+        "best_model_score": score,
+        "best_k_models": {path: score},
+        "kth_best_model_path": path,
+        "kth_value": score,
+    }

@@ -241,20 +241,32 @@ class Autoencoder(pl.LightningModule):
     def _reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(images))
 
+    def reconstruction_loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The images of ``batch``, their reconstructions and the loss, as every step
+        computes them."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        reconstruction = self(images.contiguous(memory_format=self.memory_format))
+        return images, reconstruction, self.loss(reconstruction.float(), images)
+
+    @staticmethod
+    def update_metrics(
+        metrics: MetricCollection, reconstruction: torch.Tensor, images: torch.Tensor
+    ) -> None:
+        """Add a batch to ``metrics``. torchmetrics flattens with ``.view()``, which needs the
+        default memory layout; in fp32 under bf16-mixed too (autocast would run SSIM's filter
+        in bf16)."""
+        with torch.autocast(images.device.type, enabled=False):
+            metrics.update(reconstruction.detach().float().contiguous(), images.float())
+
     def _step(
         self, batch: Any, metrics: MetricCollection, stage: str, with_metrics: bool = True
     ) -> torch.Tensor | None:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        reconstruction = self(images.contiguous(memory_format=self.memory_format))
-        loss = self.loss(reconstruction.float(), images)
+        images, reconstruction, loss = self.reconstruction_loss(batch)
         if stage == "train" and self.nonfinite_check.skips(self, loss):
             return None  # Lightning skips the backward pass and the update
         log_loss(self, stage, loss, batch_size=images.shape[0])
         if with_metrics:
-            # torchmetrics flattens with .view(), which needs the default memory layout; in
-            # fp32 under bf16-mixed too (autocast would run SSIM's filter in bf16: -0.1 SSIM)
-            with torch.autocast(images.device.type, enabled=False):
-                metrics.update(reconstruction.detach().float().contiguous(), images.float())
+            self.update_metrics(metrics, reconstruction, images)
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
