@@ -217,10 +217,7 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     datasets = {split: getattr(run.datamodule, f"{split}_set") for split in splits}
     latent_shape = run.model.latent_shape(*run.datamodule.image_shape[-2:])
     rows, statistics = _write_latents(run, datasets, output_dir / "latents.npy", latent_shape)
-    with (output_dir / "index.csv").open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["row", "split", "source", "label"])
-        writer.writerows(rows)
+    _write_index(output_dir / "index.csv", rows)
     export = Path(cfg.export_encoder).expanduser() if cfg.get("export_encoder") else None
     if export is not None:
         sidecar = export_encoder(run.model, export, statistics)
@@ -239,6 +236,14 @@ def encode(cfg: DictConfig) -> dict[str, Any]:
     (output_dir / "latents.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%d latents of %s written to %s", len(rows), latent_shape, output_dir)
     return summary
+
+
+def _write_index(path: Path, rows: list[tuple[int, str, int | str, int]]) -> None:
+    """``index.csv``: each latent's row, split, source and label."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["row", "split", "source", "label"])
+        writer.writerows(rows)
 
 
 def _write_latents(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import open_dict
@@ -126,8 +127,35 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
     tensors = trace(model)
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(12, 3.6))
+    centres, right = _tensor_boxes(plt, ax, tensors)
+    _part_captions(ax, tensors, centres)
+    cut = f"{cfg.encoder.name} cut after {model.encoder.stage_names[-1]}"
+    if not model.encoder.stem_pool:
+        cut += " without its first max-pool"
+    ax.set_title(
+        f"{cut} ({' '.join(overrides[:1])}): no skip connections, everything passes the latent",
+        fontsize=10,
+    )
+    figure.text(
+        0.99,
+        0.02,
+        "box height: image side; box width: log2 of channels",
+        ha="right",
+        fontsize=7,
+        color="0.4",
+    )
+    ax.set_xlim(-0.3, right)
+    ax.set_ylim(-3.1, 2.6)
+    ax.axis("off")
+    return save_figure(figure, path, dpi=150)
+
+
+def _tensor_boxes(plt: Any, ax: Any, tensors: Sequence[Tensor]) -> tuple[list[float], float]:
+    """One box per tensor, left to right, each labelled with its name and shape and joined
+    to the one before by an arrow; the boxes' centres, and the right end of the last gap."""
     x, gap, scale = 0.0, 0.55, 2.2 / 32
-    centres = []
+    centres: list[float] = []
+    previous_right = 0.0
     for tensor in tensors:
         channels, height, width = tensor.shape
         box_width = 0.25 + 0.12 * channels.bit_length()
@@ -154,11 +182,17 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
             ax.annotate(
                 "",
                 xy=(x - 0.04, 0),
-                xytext=(centres[-1][1] + 0.04, 0),
+                xytext=(previous_right + 0.04, 0),
                 arrowprops={"arrowstyle": "->", "linewidth": 0.8},
             )
-        centres.append((centre, x + box_width))
+        centres.append(centre)
+        previous_right = x + box_width
         x += box_width + gap
+    return centres, x
+
+
+def _part_captions(ax: Any, tensors: Sequence[Tensor], centres: Sequence[float]) -> None:
+    """A caption under the encoder's boxes and one under the bottleneck's and decoder's."""
     for part, text in (
         (
             "encoder",
@@ -167,31 +201,12 @@ def architecture(path: Path, overrides: Sequence[str] = ARCHITECTURE_MODEL) -> P
         ),
         ("decoder", "bottleneck and decoder: trained here,\nparameter group 'decoder'"),
     ):
-        xs = [c for (c, _), t in zip(centres, tensors, strict=True) if t.part == part]
+        xs = [c for c, t in zip(centres, tensors, strict=True) if t.part == part]
         if part == "decoder":
-            xs += [c for (c, _), t in zip(centres, tensors, strict=True) if t.part == "latent"]
+            xs += [c for c, t in zip(centres, tensors, strict=True) if t.part == "latent"]
         ax.text(
             (min(xs) + max(xs)) / 2, -2.2, text, ha="center", va="top", fontsize=8.5, color="0.2"
         )
-    cut = f"{cfg.encoder.name} cut after {model.encoder.stage_names[-1]}"
-    if not model.encoder.stem_pool:
-        cut += " without its first max-pool"
-    ax.set_title(
-        f"{cut} ({' '.join(overrides[:1])}): no skip connections, everything passes the latent",
-        fontsize=10,
-    )
-    figure.text(
-        0.99,
-        0.02,
-        "box height: image side; box width: log2 of channels",
-        ha="right",
-        fontsize=7,
-        color="0.4",
-    )
-    ax.set_xlim(-0.3, x)
-    ax.set_ylim(-3.1, 2.6)
-    ax.axis("off")
-    return save_figure(figure, path, dpi=150)
 
 
 # -- phases --------------------------------------------------------------------------------
@@ -250,30 +265,36 @@ def phases(run_dir: Path, path: Path, command: str = "") -> Path:
     bottom.set_ylabel("val PSNR (dB)")
     bottom.set_xlabel("training step")
     if transition is not None:
-        for ax in (top, bottom):
-            ax.axvspan(0, transition, color="0.92", zorder=0)
-            ax.axvline(transition, color="k", linestyle=":", linewidth=1)
-        top.text(
-            transition / 2,
-            top.get_ylim()[1] * 0.5,
-            "phase 1: encoder frozen",
-            ha="center",
-            va="center",
-            rotation=90,
-            fontsize=8,
-        )
-        top.text(
-            transition + 4,
-            top.get_ylim()[1] * 0.9,
-            "phase 2: unfrozen, warmed up to rates divided\nby the factor at each stage below",
-            ha="left",
-            va="top",
-            fontsize=8,
-        )
+        _mark_phases(top, bottom, transition)
     top.set_title("learning rate per parameter group, from the csv log of a real run", fontsize=10)
     if command:
         figure.text(0.01, 0.005, command, fontsize=6.5, color="0.35", family="monospace")
     return save_figure(figure, path, dpi=150, rect=(0, 0.03, 1, 1))
+
+
+def _mark_phases(top: Any, bottom: Any, transition: float) -> None:
+    """Shade phase 1 on both axes up to the step of the ``transition``, and name both
+    phases on the top one."""
+    for ax in (top, bottom):
+        ax.axvspan(0, transition, color="0.92", zorder=0)
+        ax.axvline(transition, color="k", linestyle=":", linewidth=1)
+    top.text(
+        transition / 2,
+        top.get_ylim()[1] * 0.5,
+        "phase 1: encoder frozen",
+        ha="center",
+        va="center",
+        rotation=90,
+        fontsize=8,
+    )
+    top.text(
+        transition + 4,
+        top.get_ylim()[1] * 0.9,
+        "phase 2: unfrozen, warmed up to rates divided\nby the factor at each stage below",
+        ha="left",
+        va="top",
+        fontsize=8,
+    )
 
 
 # -- quickstart ----------------------------------------------------------------------------

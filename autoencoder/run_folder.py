@@ -148,10 +148,6 @@ class RunFolder:
         return RunFolder(self.path / "evaluation")
 
     # ------------------------------------------------------------------ read and write
-    def is_job(self) -> bool:
-        """Whether a Hydra job started here (its config was saved)."""
-        return self.config_file.is_file() or self.overrides_file.is_file()
-
     def is_finished(self) -> bool:
         return self.metrics_file.is_file()
 

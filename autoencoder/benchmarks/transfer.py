@@ -24,6 +24,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autoencoder.benchmarks.tables import Table
 from autoencoder.cli import check_commands, job_command, launch
@@ -189,7 +190,7 @@ class Regime:
         return sorted(self.jobs.get(strategy, []), key=lambda job: job.seed)
 
 
-def _seeds(strategy: str, seeds: int) -> range:
+def _strategy_seeds(strategy: str, seeds: int) -> range:
     """Seeds 1 .. ``seeds``; the source as it is has one evaluation (seed 0)."""
     return range(1, seeds + 1) if STRATEGIES[strategy].trains else range(1)
 
@@ -197,7 +198,7 @@ def _seeds(strategy: str, seeds: int) -> range:
 def read_regime(study: Study, images: int, epochs: int, seeds: int) -> Regime:
     regime = Regime(images, epochs)
     for strategy in STRATEGIES:
-        for seed in _seeds(strategy, seeds):
+        for seed in _strategy_seeds(strategy, seeds):
             job = read_job(study.folder(images, epochs, strategy, seed), strategy, seed)
             if job is not None:
                 regime.jobs.setdefault(strategy, []).append(job)
@@ -251,32 +252,7 @@ def regime_table(regime: Regime, long: Regime | None = None) -> Table:
         longer = long.runs(strategy) if long is not None else []
         if not runs and not longer:
             continue
-        trains = STRATEGIES[strategy].trains
-        reached = [epochs_to(job.start, job.val_psnr, threshold) for job in runs]
-        row = {
-            "strategy": strategy,
-            "seeds": len(runs) if trains else "-",
-            "before step 1: val PSNR": mean_spread([job.start for job in runs]),
-            "start: val PSNR epoch 1": mean_spread(
-                [job.val_psnr[0] for job in runs if job.val_psnr]
-            ),
-            "epochs to scratch's final": (
-                ", ".join("-" if e is None else str(e) for e in reached)
-                if trains and threshold is not None
-                else "-"
-            ),
-            f"test PSNR, {regime.epochs} epochs": mean_spread([job.test_psnr for job in runs]),
-            "test PSNR - source's": mean_spread(  # adapting moves it by hundredths
-                [job.test_psnr - source_psnr for job in runs] if source_psnr else [], digits=3
-            ),
-            "returned the start": (
-                f"{sum(job.best_epoch == 0 for job in runs)} of {len(runs)}" if trains else "-"
-            ),
-            "probe acc (%)": mean_spread([job.probe_acc for job in runs], 100, 1),
-            "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0)
-            if trains
-            else "-",
-        }
+        row = _strategy_row(strategy, runs, regime.epochs, threshold, source_psnr)
         if long_column:
             row[long_column] = mean_spread([job.test_psnr for job in longer])
         table.add(**row)
@@ -288,6 +264,41 @@ def regime_table(regime: Regime, long: Regime | None = None) -> Table:
         "best checkpoint is the start (no epoch beat it)."
     )
     return table
+
+
+def _strategy_row(
+    strategy: str,
+    runs: list[Job],
+    epochs: int,
+    threshold: float | None,
+    source_psnr: float | None,
+) -> dict[str, Any]:
+    """The cells of one strategy's seeds at the regime's budget of ``epochs`` (``threshold``:
+    scratch's final validation PSNR; ``source_psnr``: the source's test PSNR as it is)."""
+    trains = STRATEGIES[strategy].trains
+    reached = [epochs_to(job.start, job.val_psnr, threshold) for job in runs]
+    return {
+        "strategy": strategy,
+        "seeds": len(runs) if trains else "-",
+        "before step 1: val PSNR": mean_spread([job.start for job in runs]),
+        "start: val PSNR epoch 1": mean_spread([job.val_psnr[0] for job in runs if job.val_psnr]),
+        "epochs to scratch's final": (
+            ", ".join("-" if e is None else str(e) for e in reached)
+            if trains and threshold is not None
+            else "-"
+        ),
+        f"test PSNR, {epochs} epochs": mean_spread([job.test_psnr for job in runs]),
+        "test PSNR - source's": mean_spread(  # adapting moves it by hundredths
+            [job.test_psnr - source_psnr for job in runs] if source_psnr else [], digits=3
+        ),
+        "returned the start": (
+            f"{sum(job.best_epoch == 0 for job in runs)} of {len(runs)}" if trains else "-"
+        ),
+        "probe acc (%)": mean_spread([job.probe_acc for job in runs], 100, 1),
+        "wall time (s)": mean_spread([job.fit_seconds for job in runs], digits=0)
+        if trains
+        else "-",
+    }
 
 
 # --------------------------------------------------------------------------- running
@@ -333,7 +344,7 @@ def run(
             (images, budget, strategy, seed)
             for images, budget, names in plans
             for strategy in names
-            for seed in _seeds(strategy, seeds.get(images, 1))
+            for seed in _strategy_seeds(strategy, seeds.get(images, 1))
         ]
         check_commands(
             study.train_command(*job)

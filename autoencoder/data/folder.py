@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,41 +141,11 @@ class FolderDataModule(ImageDataModule):
         split_mode = (self.path / "train").is_dir() and (self.path / "test").is_dir()
         roots = [self.path / "train", self.path / "test"] if split_mode else [self.path]
         listed = {root: self._list_images(root) for root in roots}
-
-        sizes: dict[Path, tuple[int, int]] = {}
-        corrupt: list[Path] = []
-        for file in (file for files in listed.values() for file in files):
-            try:
-                with Image.open(file) as image:
-                    sizes[file] = image.size
-                    image.load()
-            except Exception:  # PIL signals bad files with many exception types
-                sizes.pop(file, None)
-                corrupt.append(file)
+        sizes, corrupt = _decoded_sizes(file for files in listed.values() for file in files)
         if corrupt:
             self._report_corrupt(corrupt)
-
-        for root, files in listed.items():
-            if not any(file in sizes for file in files):
-                unreadable = f", and {len(files)} unreadable" if files else ""
-                raise ConfigError(
-                    f"no images found under {root} (looked for extensions "
-                    f"{', '.join(self.extensions)}{unreadable}). Point data.path at a folder "
-                    "of images."
-                )
-        distinct = {}
-        for file, size in sizes.items():
-            distinct.setdefault(size, file)
-        if len(distinct) > 1 and self.image_size is None:
-            examples = ", ".join(
-                f"{file.relative_to(self.path)} is {w}x{h}"
-                for (w, h), file in list(distinct.items())[:3]
-            )
-            raise ConfigError(
-                f"images under {self.path} have different sizes ({examples}; W x H). "
-                "Set data.image_size=N to resize all of them to N x N."
-            )
-
+        self._check_every_root_has_images(listed, sizes)
+        distinct = self._distinct_sizes(sizes)
         labelled = {root: [f for f in files if f in sizes] for root, files in listed.items()}
         classes = self._classes(labelled) if self.labels_from_subfolders else ()
         index_of = {name: i for i, name in enumerate(classes)}
@@ -198,6 +168,35 @@ class FolderDataModule(ImageDataModule):
             + (" using its train/ and test/ folders" if split_mode else "")
         )
         return self._index
+
+    def _check_every_root_has_images(
+        self, listed: dict[Path, list[Path]], sizes: dict[Path, tuple[int, int]]
+    ) -> None:
+        for root, files in listed.items():
+            if not any(file in sizes for file in files):
+                unreadable = f", and {len(files)} unreadable" if files else ""
+                raise ConfigError(
+                    f"no images found under {root} (looked for extensions "
+                    f"{', '.join(self.extensions)}{unreadable}). Point data.path at a folder "
+                    "of images."
+                )
+
+    def _distinct_sizes(self, sizes: dict[Path, tuple[int, int]]) -> dict[tuple[int, int], Path]:
+        """Each image size (W x H) found, with its first file; more than one only when
+        ``data.image_size`` resizes them all."""
+        distinct: dict[tuple[int, int], Path] = {}
+        for file, size in sizes.items():
+            distinct.setdefault(size, file)
+        if len(distinct) > 1 and self.image_size is None:
+            examples = ", ".join(
+                f"{file.relative_to(self.path)} is {w}x{h}"
+                for (w, h), file in list(distinct.items())[:3]
+            )
+            raise ConfigError(
+                f"images under {self.path} have different sizes ({examples}; W x H). "
+                "Set data.image_size=N to resize all of them to N x N."
+            )
+        return distinct
 
     def _report_corrupt(self, corrupt: list[Path]) -> None:
         names = ", ".join(str(file.relative_to(self.path)) for file in corrupt[:_MAX_LISTED])
@@ -254,3 +253,18 @@ class FolderDataModule(ImageDataModule):
     def _label_names(self) -> list[str] | None:
         """The subfolder names with ``labels_from_subfolders`` (label order), else ``None``."""
         return list(self._scan().classes) if self.labels_from_subfolders else None
+
+
+def _decoded_sizes(files: Iterable[Path]) -> tuple[dict[Path, tuple[int, int]], list[Path]]:
+    """The size (W x H) of every image that decodes in full, and the files that do not."""
+    sizes: dict[Path, tuple[int, int]] = {}
+    corrupt: list[Path] = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                sizes[file] = image.size
+                image.load()
+        except Exception:  # PIL signals bad files with many exception types
+            sizes.pop(file, None)
+            corrupt.append(file)
+    return sizes, corrupt
