@@ -28,6 +28,7 @@ from autoencoder.checkpointing import read_state_dict
 from autoencoder.cli import hydra_main
 from autoencoder.data import ImageDataModule
 from autoencoder.errors import ConfigError
+from autoencoder.field_metrics import FieldMetrics
 from autoencoder.grids import comparison_grid
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.classifier import Classifier
@@ -201,6 +202,7 @@ def _test_pass(
     classifier: Classifier | None,
     num_shown: int,
     device: torch.device,
+    field: FieldMetrics | None = None,
 ) -> _TestPass:
     metrics = model.test_metrics
     metrics.reset()
@@ -215,6 +217,8 @@ def _test_pass(
             images = images.to(device)
             reconstructions = reconstruct(model, images)
             metrics.update(reconstructions, images)
+            if field is not None:
+                field.update(images, reconstructions)
             errors.append(per_image_mse(reconstructions, images).cpu())
             if sum(len(batch) for batch, _ in shown) < num_shown:
                 shown.append((images.cpu(), reconstructions.cpu()))
@@ -270,7 +274,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     images, each row above its reconstructions), ``worst.png`` and ``worst.txt`` (the
     ``num_worst`` images with the highest per-image MSE, highest first, with their test
     index and MSE). With ``probe`` and labelled data, ``metrics.json`` also has the linear
-    probe's test accuracy on the latents, ``test/probe_acc`` (see :func:`probe_latents`).
+    probe's test accuracy on the latents, ``test/probe_acc`` (see :func:`probe_latents`);
+    with ``metrics=[lpips,fid]``, ``test/lpips`` and ``test/fid`` and their conventions
+    (:class:`~autoencoder.field_metrics.FieldMetrics`).
     """
     run = load_run(cfg)
     model, datamodule, device = run.model, run.datamodule, run.device
@@ -284,7 +290,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         classifier = load_classifier(cfg.classifier_weights, name).to(device)
         check_classifier_classes(cfg.classifier_weights, classifier, datamodule)
 
-    result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device)
+    field = (
+        FieldMetrics(
+            list(cfg.metrics),
+            lpips_net=cfg.lpips.net,
+            resize=int(cfg.lpips.resize),
+            fid_weights_path=cfg.fid.weights_path,
+            device=device,
+        )
+        if cfg.get("metrics")
+        else None
+    )
+    result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device, field)
     probe = (
         probe_latents(
             model,
@@ -306,9 +323,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "classifier_weights": cfg.get("classifier_weights"),
         "num_images": len(result.mse),
         **result.metrics,
+        **(field.compute() if field is not None else {}),
         **result.accuracy,
         **probe,
         "worst": worst,
+        "metric_conventions": field.conventions() if field is not None else None,
         "images": {
             "reconstructions": "reconstructions.png",
             "worst": "worst.png",

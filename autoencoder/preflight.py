@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities import rank_zero_warn
 
 from autoencoder.checkpointing import CHECKPOINT_FIX
 from autoencoder.config import config_dir, instantiate, instantiate_all
 from autoencoder.errors import AutoencoderError, ConfigError
+from autoencoder.field_metrics import FIELD_METRICS, LPIPS_WEIGHTS
 from autoencoder.inputs import existing_file, existing_folder, torch_device
 from autoencoder.precision import resolve_precision
 from autoencoder.runs import RUN_CONFIG, build_model
@@ -60,6 +62,21 @@ def check_config(cfg: DictConfig, devices: bool = True) -> None:
     resolve_precision(cfg)
     validate_config(_without_hydra(cfg) if "hydra" in cfg else cfg)
     check_job(cfg, devices)
+
+
+@contextmanager
+def composed_as_job(cfg: DictConfig, output_dir: str) -> Iterator[DictConfig]:
+    """``cfg`` (composed with its ``hydra`` section, outside a running job) as the job it
+    would be: its folder set to ``output_dir`` and Hydra's resolvers answering from it, so
+    that ``${hydra:...}`` and the paths that follow it resolve; restored after."""
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = output_dir
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = previous
 
 
 def check_job(cfg: DictConfig, devices: bool = True) -> None:
@@ -210,6 +227,25 @@ def _trained_run_paths(cfg: DictConfig) -> None:
         )
 
 
+def _field_metrics(cfg: DictConfig) -> None:
+    """evaluate's ``metrics=[lpips,fid]``: known names, LPIPS' network, FID's weights file."""
+    names = list(cfg.get("metrics") or [])
+    unknown = [name for name in names if name not in FIELD_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"metrics={names}: unknown {', '.join(map(str, unknown))}; use any of "
+            f"{', '.join(FIELD_METRICS)}, e.g. metrics=[lpips,fid]."
+        )
+    if "lpips" in names and cfg.lpips.net not in LPIPS_WEIGHTS:
+        raise ConfigError(f"lpips.net={cfg.lpips.net!r}: use alex, vgg or squeeze.")
+    if "fid" in names and cfg.fid.get("weights_path"):
+        existing_file(
+            "fid.weights_path",
+            cfg.fid.weights_path,
+            "Pass torch-fidelity's pt_inception-2015-12-05-6726825d.pth, or null to download it.",
+        )
+
+
 def _device(cfg: DictConfig) -> None:
     if cfg.get("device"):
         torch_device("device", str(cfg.device))
@@ -249,7 +285,7 @@ JOB_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
         _accelerator,
         _built_data_and_callbacks,
     ),
-    "evaluate": (_trained_run_paths, _data_paths, _device),
+    "evaluate": (_trained_run_paths, _data_paths, _device, _field_metrics),
     "encode": (_trained_run_paths, _data_paths, _device, _split, _export_path),
 }
 
