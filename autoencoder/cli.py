@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig
 
 from autoencoder.config import compose_config, config_dir
 from autoencoder.errors import AutoencoderError, ConfigError, StepFailed, user_message
-from autoencoder.preflight import check_config
+from autoencoder.preflight import check_config, composed_as_job
 
 log = logging.getLogger("autoencoder")
 
@@ -93,11 +93,11 @@ def check_commands(commands: Iterable[Sequence[str]]) -> None:
         shown = shlex.join(["python", *command[1:]])
         problems += [f"{shown}: {line}" for line in _set_twice(command[3:])]
         try:
-            cfg = compose_config(
-                command[2].rpartition(".")[2], *command[3:], return_hydra_config=True
-            )
-            import_modules(cfg.get("imports"))
-            check_config(cfg)
+            task = command[2].rpartition(".")[2]
+            cfg = compose_config(task, *command[3:], return_hydra_config=True)
+            with composed_as_job(cfg, str(cfg.hydra.run.dir)):
+                import_modules(cfg.get("imports"))
+                check_config(cfg)
         except AutoencoderError as error:
             problems += [f"{shown}: {line}" for line in user_message(error).splitlines()]
         except HydraException as error:  # an unknown option or key

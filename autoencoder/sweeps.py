@@ -22,20 +22,19 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
 from autoencoder.cli import hydra_error_line, import_modules
 from autoencoder.compat import failed_job_exception
 from autoencoder.errors import AutoencoderError, user_message
-from autoencoder.preflight import check_config
+from autoencoder.preflight import check_config, composed_as_job
 from autoencoder.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -117,22 +116,17 @@ def _values(override: Override) -> list[str]:
 
 def _job_problems(config: DictConfig, overrides: list[str]) -> list[str]:
     """The problems of one planned job, composed as its launcher would compose it."""
-    master = HydraConfig.instance().cfg
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
-        with read_write(job.hydra), open_dict(job.hydra):
-            # the launcher sets the job's folder when it starts it; any folder of the sweep
-            # resolves the paths that follow it (${paths.output_dir})
-            job.hydra.runtime.output_dir = str(job.hydra.sweep.dir)
-        HydraConfig.instance().set_config(job)
-        import_modules(job.get("imports"))
-        check_config(job, devices=_runs_here(config))
+        # the launcher sets the job's folder when it starts it; any folder of the sweep
+        # resolves the paths that follow it (${paths.output_dir})
+        with composed_as_job(job, str(job.hydra.sweep.dir)):
+            import_modules(job.get("imports"))
+            check_config(job, devices=_runs_here(config))
     except AutoencoderError as error:
         return user_message(error).splitlines()
     except HydraException as error:  # an unknown option or key
         return [hydra_error_line(error)]
-    finally:
-        HydraConfig.instance().cfg = master
     return []
 
 
