@@ -8,6 +8,7 @@ deferred into a function still ties the two modules together."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ FLOORS = {
     "loggers": 0,
     "run_folder": 0,
     "inputs": 0,
+    "field_metrics": 0,
     "precision": 0,
     "plotting": 0,
     # 1: building blocks
@@ -145,3 +147,22 @@ def test_no_module_imports_itself_through_others() -> None:
 def test_the_cycle_check_finds_a_cycle_inside_a_floor() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_floor_table_of_the_docs_lists_every_module_on_its_floor() -> None:
+    """docs/development.md's table of floors names each module in the row of its floor
+    (a package as ``models/``, its modules in the parentheses after it)."""
+    docs = (PACKAGE.parent / "docs" / "development.md").read_text()
+    rows = {
+        int(line.split("|")[1].split(",")[0]): set(re.findall(r"`([\w/]+)`", line.split("|")[2]))
+        for line in docs.splitlines()
+        if re.match(r"\| \d, ", line)
+    }
+    for top, level in FLOORS.items():
+        folder = PACKAGE / top
+        if folder.is_dir():
+            assert f"{top}/" in rows[level], f"{top}/ is not in floor {level}'s row"
+            inside = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+            assert inside <= rows[level], f"{top}/: {sorted(inside - rows[level])} not listed"
+        else:
+            assert top in rows[level], f"{top} is not in floor {level}'s row"
