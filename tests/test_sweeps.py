@@ -59,18 +59,21 @@ def test_basic_sweep_gives_each_job_a_folder_and_writes_a_summary(tmp_path) -> N
 
 
 def test_a_failing_job_is_recorded_and_the_other_jobs_finish_intact(tmp_path) -> None:
+    """A job that fails while it trains (its loss diverges: no check before the sweep can
+    know that) does not stop the others. A value the checks can refuse stops the sweep
+    before its first job (tests/test_preflight.py)."""
     sweep = tmp_path / "sweep"
-    result = run_sweep(tmp_path, *QUICK, "encoder.depth=2,9,3", f"hydra.sweep.dir={sweep}")
+    result = run_sweep(tmp_path, *QUICK, "model.lr=1e-3,1e30,2e-3", f"hydra.sweep.dir={sweep}")
     # Hydra runs every job, then exits with status 1 because one failed
     assert result.returncode == 1
-    assert "encoder.depth=9 is out of range" in result.stderr
+    assert "non-finite training loss" in result.stderr
     rows = read_summary(sweep)
-    assert [(r["encoder.depth"], r["status"]) for r in rows] == [
-        ("2", "COMPLETED"),
-        ("9", "FAILED"),
-        ("3", "COMPLETED"),
+    assert [(r["model.lr"], r["status"]) for r in rows] == [
+        ("0.001", "COMPLETED"),
+        ("1e+30", "FAILED"),
+        ("0.002", "COMPLETED"),
     ]
-    assert rows[1]["error"].startswith("ConfigError: encoder.depth=9 is out of range")
+    assert rows[1]["error"].startswith("NonFiniteLossError: non-finite training loss")
     assert rows[1]["test/psnr"] == "" and not (sweep / "1" / "metrics.json").exists()
     for job in ("0", "2"):  # the outputs of the finished jobs are complete
         assert (sweep / job / "metrics.json").is_file()
