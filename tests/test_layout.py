@@ -47,6 +47,7 @@ FLOORS = {
     "distributed": 2,
     "jobs": 2,
     "preflight": 2,
+    "group_choices": 2,
     # 3: jobs
     "train": 3,
     "evaluate": 3,

@@ -14,8 +14,8 @@ from autoencoder import inputs
 from autoencoder.benchmarks import cli as benchmark_cli
 from autoencoder.cli import job_command, launch, run_job
 from autoencoder.errors import ConfigError, StepFailed
+from autoencoder.group_choices import check_group_choices
 from autoencoder.inputs import checkpoint_inside, existing_file, existing_folder, torch_device
-from autoencoder.preflight import check_group_choices
 from autoencoder.train import train
 from tests.conftest import compose_job, make_images, run_script
 
