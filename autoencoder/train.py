@@ -23,9 +23,10 @@ from autoencoder.cli import exit_on_renamed_keys, hydra_main
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
-from autoencoder.jobs import fitting_job, write_record
+from autoencoder.jobs import FitOutcome, fitting_job, write_record
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
+from autoencoder.run_folder import RunMetrics
 from autoencoder.runs import build_model, start_from_checkpoint
 from autoencoder.start_score import StartScore
 
@@ -108,6 +109,27 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "transition_step": finetuning.transition_step,
         }
         job.test(outcome)
+    record = _record(cfg, outcome, model, start_score, phases)
+    write_record(outcome.trainer, output_dir, record)
+    objects = {
+        "model": model,
+        "datamodule": datamodule,
+        "trainer": outcome.trainer,
+        "callbacks": callbacks,
+    }
+    return record.to_json(), objects
+
+
+def _record(
+    cfg: DictConfig,
+    outcome: FitOutcome,
+    model: Autoencoder,
+    start_score: StartScore | None,
+    phases: dict[str, int | None],
+) -> RunMetrics:
+    """The run's :class:`RunMetrics`: the returned checkpoint's validation and test, the
+    bottleneck, the phases and the start's scores (with a warning when the start is what
+    the run returns)."""
     returned_start = start_score is not None and start_score.returned_start(outcome.best_ckpt)
     if returned_start:
         rank_zero_warn(
@@ -130,14 +152,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     record.test = {name: outcome.test_metrics.get(name) for name in TEST_METRICS}
     if returned_start:
         record.best_epoch = 0
-    write_record(outcome.trainer, output_dir, record)
-    objects = {
-        "model": model,
-        "datamodule": datamodule,
-        "trainer": outcome.trainer,
-        "callbacks": callbacks,
-    }
-    return record.to_json(), objects
+    return record
 
 
 def _build_data_and_encoder(
