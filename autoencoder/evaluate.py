@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,13 @@ from autoencoder.models.classifier import Classifier
 from autoencoder.models.weights import HEAD_PREFIXES, read_weights_info
 from autoencoder.probe import linear_probe
 from autoencoder.run_folder import RunFolder
-from autoencoder.runs import data_config, load_run, prepare_datamodule, sequential_loader
+from autoencoder.runs import (
+    LoadedRun,
+    data_config,
+    load_run,
+    prepare_datamodule,
+    sequential_loader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +203,34 @@ def reconstruct(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     return model(images.contiguous(memory_format=model.memory_format)).float().contiguous()
 
 
+def latent_noise_psnr(
+    model: Autoencoder, datamodule: ImageDataModule, scales: list[float], device: torch.device
+) -> dict[str, float]:
+    """Test PSNR when Gaussian noise of ``scale`` times the latents' standard deviation
+    (over the test set) is added to every latent value before decoding: how forgiving the
+    latent space is to a generator's errors. ``test/psnr_latent_noise_<scale>`` per scale."""
+    loader = sequential_loader(datamodule.test_set, datamodule)
+    with torch.inference_mode():
+        latents = [
+            model.encode(x.to(device).contiguous(memory_format=model.memory_format))
+            for x, _ in loader
+        ]
+        std = torch.cat([z.float().flatten() for z in latents]).std()
+        generator = torch.Generator(device=device).manual_seed(0)
+        scores = {}
+        for scale in scales:
+            squared, count = 0.0, 0
+            for z, (images, _) in zip(latents, loader, strict=True):
+                noise = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype)
+                decoded = model.decoder(z + scale * std * noise).float().clamp(0, 1)
+                squared += float((decoded - images.to(device)).square().sum())
+                count += images.numel()
+            scores[f"test/psnr_latent_noise_{scale:g}"] = -10 * math.log10(
+                max(squared / count, 1e-10)
+            )
+    return scores
+
+
 def _test_pass(
     model: Autoencoder,
     datamodule: ImageDataModule,
@@ -276,31 +311,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     index and MSE). With ``probe`` and labelled data, ``metrics.json`` also has the linear
     probe's test accuracy on the latents, ``test/probe_acc`` (see :func:`probe_latents`);
     with ``metrics=[lpips,fid]``, ``test/lpips`` and ``test/fid`` and their conventions
-    (:class:`~autoencoder.field_metrics.FieldMetrics`).
+    (:class:`~autoencoder.field_metrics.FieldMetrics`); with ``latent_noise=[scales]``, the
+    test PSNR under latent noise (:func:`latent_noise_psnr`).
     """
     run = load_run(cfg)
     model, datamodule, device = run.model, run.datamodule, run.device
-    classifier = None
-    if cfg.get("classifier_weights"):
-        name = (
-            cfg.get("classifier_name")
-            or read_weights_info(cfg.classifier_weights).get("name")
-            or run.config.encoder.name
-        )
-        classifier = load_classifier(cfg.classifier_weights, name).to(device)
-        check_classifier_classes(cfg.classifier_weights, classifier, datamodule)
-
-    field = (
-        FieldMetrics(
-            list(cfg.metrics),
-            lpips_net=cfg.lpips.net,
-            resize=int(cfg.lpips.resize),
-            fid_weights_path=cfg.fid.weights_path,
-            device=device,
-        )
-        if cfg.get("metrics")
-        else None
-    )
+    classifier = _classifier(cfg, run)
+    field = _field_metrics(cfg, device)
     result = _test_pass(model, datamodule, classifier, int(cfg.num_shown), device, field)
     probe = (
         probe_latents(
@@ -324,6 +341,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "num_images": len(result.mse),
         **result.metrics,
         **(field.compute() if field is not None else {}),
+        **latent_noise_psnr(model, datamodule, list(cfg.get("latent_noise") or []), device),
         **result.accuracy,
         **probe,
         "worst": worst,
@@ -340,6 +358,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in numbers.items()))
     log.info("evaluation written to %s", output_dir)
     return summary
+
+
+def _classifier(cfg: DictConfig, run: LoadedRun) -> Classifier | None:
+    """The classifier of ``classifier_weights``, checked against the data's classes."""
+    if not cfg.get("classifier_weights"):
+        return None
+    name = (
+        cfg.get("classifier_name")
+        or read_weights_info(cfg.classifier_weights).get("name")
+        or run.config.encoder.name
+    )
+    classifier = load_classifier(cfg.classifier_weights, name).to(run.device)
+    check_classifier_classes(cfg.classifier_weights, classifier, run.datamodule)
+    return classifier
+
+
+def _field_metrics(cfg: DictConfig, device: torch.device) -> FieldMetrics | None:
+    """LPIPS and rFID when ``metrics`` asks for them."""
+    if not cfg.get("metrics"):
+        return None
+    return FieldMetrics(
+        list(cfg.metrics),
+        lpips_net=cfg.lpips.net,
+        resize=int(cfg.lpips.resize),
+        fid_weights_path=cfg.fid.weights_path,
+        device=device,
+    )
 
 
 # python -m autoencoder.evaluate [overrides ...]: scripts/evaluate.py, from any folder

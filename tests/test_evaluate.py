@@ -173,3 +173,20 @@ def test_weights_without_a_head_are_refused(run: TrainedRun, tmp_path: Path) -> 
     torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, headless)
     with pytest.raises(ConfigError, match="no classifier head"):
         load_classifier(str(headless), "resnet18")
+
+
+def test_latent_noise_lowers_the_psnr_from_the_plain_reconstructions(
+    run: TrainedRun, tmp_path: Path
+) -> None:
+    cfg = compose_job(
+        "evaluate",
+        f"ckpt_path={run.ckpt}",
+        "latent_noise=[0,0.5,2]",
+        "probe=false",
+        output_dir=tmp_path / "noise",
+    )
+    summary = evaluate(cfg)
+    noisy = [summary[f"test/psnr_latent_noise_{scale}"] for scale in ("0", "0.5", "2")]
+    # no noise: the reconstructions' own PSNR; then lower with every larger scale
+    assert noisy[0] == pytest.approx(summary["test/psnr"], abs=1e-3)
+    assert noisy[0] > noisy[1] > noisy[2]
