@@ -161,21 +161,16 @@ def test_a_transfer_source_whose_checkpoint_is_gone_is_refused(arrays, tmp_path,
     ]
 
 
+def quality(runs: Path, arrays: Path, *floats: str) -> tuple[str, ...]:
+    """The quality part's arguments up to its overrides."""
+    return ("--runs", str(runs), "quality", "--data-dir", str(arrays), "--floats", *floats)
+
+
 def test_quality_names_the_sizes_its_configs_can_reach(arrays, tmp_path, capsys) -> None:
     said = benchmark_says(
-        capsys,
-        "--runs",
-        str(tmp_path),
-        "quality",
-        "--data-dir",
-        str(arrays),
-        "--floats",
-        "64",
-        "100",
-        "--",
-        "encoder.weights=null",
+        capsys, *quality(tmp_path, arrays, "64", "100"), "--", "encoder.weights=null",
         "layout=depth2",
-    )
+    )  # fmt: skip
     assert said == [
         "error: --floats 100: no config reaches this latent size; --config default's latent "
         "grid is 8 x 8: multiples of 64 (64, 128, 256, ...). Pick sizes among those, or add a "
@@ -185,29 +180,18 @@ def test_quality_names_the_sizes_its_configs_can_reach(arrays, tmp_path, capsys)
 
 
 def test_quality_speaks_of_from_only_with_from(arrays, tmp_path, capsys) -> None:
-    base = ("--runs", str(tmp_path), "quality", "--data-dir", str(arrays), "--floats", "64")
-    assert benchmark_says(capsys, *base, "--from", "--", "layout=depth2") == [
-        f"error: no runs under {tmp_path / 'quality'}: train them (without --from)."
-    ]
+    assert benchmark_says(
+        capsys, *quality(tmp_path, arrays, "64"), "--from", "--", "layout=depth2"
+    ) == [f"error: no runs under {tmp_path / 'quality'}: train them (without --from)."]
 
 
 def test_an_override_the_benchmark_sets_itself_is_refused_with_every_bad_value(
     arrays, tmp_path, capsys
 ) -> None:
     said = benchmark_says(
-        capsys,
-        "--runs",
-        str(tmp_path),
-        "quality",
-        "--data-dir",
-        str(arrays),
-        "--floats",
-        "64",
-        "--",
-        "layout=depth2",
-        "trainer.max_epochs=1",
+        capsys, *quality(tmp_path, arrays, "64"), "--", "layout=depth2", "trainer.max_epochs=1",
         "model.lr=-1",
-    )
+    )  # fmt: skip
     assert len(said) == 2
     assert said[0].endswith(
         "trainer.max_epochs is set twice (trainer.max_epochs=1, then trainer.max_epochs=20): "
