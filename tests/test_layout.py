@@ -56,6 +56,7 @@ FLOORS = {
     "examples": 3,
     "figures": 3,
     "benchmarks": 3,
+    "search": 3,
 }
 
 
