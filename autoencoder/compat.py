@@ -14,6 +14,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, ListConfig
 from omegaconf.base import Node
@@ -128,3 +130,10 @@ def use_appending_csv_writer(logger: CSVLogger) -> None:
     if logger._experiment is None:
         logger._fs.makedirs(logger.root_dir, exist_ok=True)
         logger._experiment = AppendingCSVWriter(log_dir=logger.log_dir)
+
+
+def basic_sweeper_jobs(overrides: list[Override]) -> list[list[str]]:
+    """The overrides of every job Hydra's basic sweeper makes of ``overrides`` (its sweeps
+    expanded into their product, in its order). The sweeper's own ``split_arguments`` is
+    the only definition of that order; it lives in Hydra's ``_internal`` package."""
+    return BasicSweeper.split_arguments(overrides, None)[0]

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
@@ -32,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
 from autoencoder.cli import hydra_error_line, import_modules
-from autoencoder.compat import failed_job_exception
+from autoencoder.compat import basic_sweeper_jobs, failed_job_exception
 from autoencoder.errors import AutoencoderError, user_message
 from autoencoder.preflight import check_config, composed_as_job
 from autoencoder.run_folder import RunFolder
@@ -92,7 +91,7 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     arguments += [str(override) for override in hydra.overrides.task]
     overrides = OverridesParser.create().parse_overrides(arguments)
     if str(hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return BasicSweeper.split_arguments(overrides, None)[0]
+        return basic_sweeper_jobs(overrides)
     values = {override.get_key_element(): _values(override) for override in overrides}
     first = {key: options[0] for key, options in values.items()}
     jobs = [first]

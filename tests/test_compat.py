@@ -181,3 +181,15 @@ def test_the_batchnorm_classes_the_encoder_keeps_in_eval_are_every_batchnorm() -
     assert kinds and all(
         issubclass(k, BATCH_NORMS) or issubclass(k, _LazyNormBase) for k in kinds
     ), kinds
+
+
+def test_basic_sweeper_jobs_expand_the_sweeps_in_the_sweepers_order() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(["a=1,2", "b=x", "c=3,4"])
+    assert compat.basic_sweeper_jobs(overrides) == [
+        ["a=1", "b=x", "c=3"],
+        ["a=1", "b=x", "c=4"],
+        ["a=2", "b=x", "c=3"],
+        ["a=2", "b=x", "c=4"],
+    ]
