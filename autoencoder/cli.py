@@ -83,15 +83,21 @@ def launch(command: Sequence[str]) -> None:
         )
 
 
-def check_commands(commands: Iterable[Sequence[str]]) -> None:
+def check_commands(commands: Iterable[Sequence[str]], replaced: Iterable[str] = ()) -> None:
     """Compose the config of each :func:`job_command` as its job will and make the job's
     checks (:func:`~autoencoder.preflight.check_config`); raise one :class:`ConfigError`
     listing every problem, each with its command, so that a benchmark launches nothing
-    before every job it plans is known to start."""
+    before every job it plans is known to start. A key a command sets twice is a problem
+    (the user's value would be ignored), except the keys ``replaced``, which the caller
+    sets after the user's on purpose (a transfer strategy decides the start)."""
     problems = []
+    replaced = set(replaced)
     for command in commands:
         shown = shlex.join(["python", *command[1:]])
-        problems += [f"{shown}: {line}" for line in _set_twice(command[3:])]
+        twice = _set_twice(
+            [o for o in command[3:] if o.lstrip("+~").partition("=")[0] not in replaced]
+        )
+        problems += [f"{shown}: {line}" for line in twice]
         try:
             task = command[2].rpartition(".")[2]
             cfg = compose_config(task, *command[3:], return_hydra_config=True)

@@ -301,6 +301,15 @@ def _strategy_row(
     }
 
 
+# The keys the strategies set after the base's overrides, on purpose: a strategy decides the
+# start (an override of them for every run holds for the strategies that leave them alone).
+STRATEGY_KEYS = frozenset(
+    override.partition("=")[0]
+    for strategy in STRATEGIES.values()
+    for override in strategy.overrides
+)
+
+
 # --------------------------------------------------------------------------- running
 def finished_source(source: Path) -> str:
     """The best checkpoint of the source run folder ``source``; a :class:`ConfigError`
@@ -347,9 +356,12 @@ def run(
             for seed in _strategy_seeds(strategy, seeds.get(images, 1))
         ]
         check_commands(
-            study.train_command(*job)
-            for job in planned
-            if STRATEGIES[job[2]].trains and not study.folder(*job).is_finished()
+            (
+                study.train_command(*job)
+                for job in planned
+                if STRATEGIES[job[2]].trains and not study.folder(*job).is_finished()
+            ),
+            replaced=STRATEGY_KEYS,
         )
         for job in planned:
             _train_and_evaluate(study, *job)
