@@ -94,22 +94,33 @@ def check_commands(commands: Iterable[Sequence[str]], replaced: Iterable[str] = 
     replaced = set(replaced)
     for command in commands:
         shown = shlex.join(["python", *command[1:]])
-        twice = _set_twice(
-            [o for o in command[3:] if o.lstrip("+~").partition("=")[0] not in replaced]
+        kept = [o for o in command[3:] if o.lstrip("+~").partition("=")[0] not in replaced]
+        task, overrides = command[2].rpartition(".")[2], command[3:]
+        found = _set_twice(kept) + config_problems(
+            lambda task=task, overrides=overrides: compose_config(
+                task, *overrides, return_hydra_config=True
+            )
         )
-        problems += [f"{shown}: {line}" for line in twice]
-        try:
-            task = command[2].rpartition(".")[2]
-            cfg = compose_config(task, *command[3:], return_hydra_config=True)
-            with composed_as_job(cfg, str(cfg.hydra.run.dir)):
-                import_modules(cfg.get("imports"))
-                check_config(cfg)
-        except AutoencoderError as error:
-            problems += [f"{shown}: {line}" for line in user_message(error).splitlines()]
-        except HydraException as error:  # an unknown option or key
-            problems.append(f"{shown}: {hydra_error_line(error)}")
+        problems += [f"{shown}: {line}" for line in found]
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def config_problems(compose: Callable[[], DictConfig], devices: bool = True) -> list[str]:
+    """The problems of the job config that ``compose()`` gives (with its ``hydra`` section,
+    composed outside a running job), one line each: what the job's checks would report
+    (:func:`~autoencoder.preflight.check_config`; ``devices=False`` for a job that runs on
+    another machine), or Hydra's error for an unknown option or key."""
+    try:
+        cfg = compose()
+        with composed_as_job(cfg):
+            import_modules(cfg.get("imports"))
+            check_config(cfg, devices)
+    except AutoencoderError as error:
+        return user_message(error).splitlines()
+    except HydraException as error:
+        return [hydra_error_line(error)]
+    return []
 
 
 def _set_twice(overrides: Sequence[str]) -> list[str]:

@@ -35,7 +35,7 @@ from autoencoder.field_metrics import FIELD_METRICS, LPIPS_WEIGHTS
 from autoencoder.group_choices import check_group_choices
 from autoencoder.inputs import existing_file, existing_folder, torch_device
 from autoencoder.precision import resolve_precision
-from autoencoder.runs import RUN_CONFIG, build_model
+from autoencoder.runs import RUN_CONFIG, build_model, checkpoint_file
 from autoencoder.validation import validate_config
 
 ENCODER_WEIGHTS_FIX = (
@@ -60,12 +60,13 @@ def check_config(cfg: DictConfig, devices: bool = True) -> None:
 
 
 @contextmanager
-def composed_as_job(cfg: DictConfig, output_dir: str) -> Iterator[DictConfig]:
+def composed_as_job(cfg: DictConfig) -> Iterator[DictConfig]:
     """``cfg`` (composed with its ``hydra`` section, outside a running job) as the job it
-    would be: its folder set to ``output_dir`` and Hydra's resolvers answering from it, so
-    that ``${hydra:...}`` and the paths that follow it resolve; restored after."""
+    would be: its folder set (to ``hydra.run.dir``; nothing is written there) and Hydra's
+    resolvers answering from it, so that ``${hydra:...}`` and the paths that follow it
+    resolve; restored after."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = output_dir
+        cfg.hydra.runtime.output_dir = str(cfg.hydra.run.dir)
     previous = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
     try:
@@ -204,12 +205,7 @@ def _export_path(cfg: DictConfig) -> None:
 
 # ---------------------------------------------------------------- evaluate and encode
 def _trained_run_paths(cfg: DictConfig) -> None:
-    if not cfg.get("ckpt_path"):
-        raise ConfigError(
-            "ckpt_path is required: ckpt_path=outputs/train/runs/<run>/checkpoints/"
-            "best-epochNNN.ckpt (or last.ckpt)."
-        )
-    existing_file("ckpt_path", cfg.ckpt_path, "Pass a training run's .ckpt.")
+    checkpoint_file(cfg.get("ckpt_path"))
     if cfg.get("model_config"):
         existing_file(
             "model_config", cfg.model_config, f"Pass the {RUN_CONFIG} of the run that wrote it."

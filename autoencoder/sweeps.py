@@ -24,16 +24,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from autoencoder.atomic import atomic_save
-from autoencoder.cli import hydra_error_line, import_modules
+from autoencoder.cli import config_problems
 from autoencoder.compat import basic_sweeper_jobs, failed_job_exception
-from autoencoder.errors import AutoencoderError, user_message
-from autoencoder.preflight import check_config, composed_as_job
+from autoencoder.errors import user_message
 from autoencoder.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -115,18 +113,10 @@ def _values(override: Override) -> list[str]:
 
 def _job_problems(config: DictConfig, overrides: list[str]) -> list[str]:
     """The problems of one planned job, composed as its launcher would compose it."""
-    try:
-        job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
-        # the launcher sets the job's folder when it starts it; any folder of the sweep
-        # resolves the paths that follow it (${paths.output_dir})
-        with composed_as_job(job, str(job.hydra.sweep.dir)):
-            import_modules(job.get("imports"))
-            check_config(job, devices=_runs_here(config))
-    except AutoencoderError as error:
-        return user_message(error).splitlines()
-    except HydraException as error:  # an unknown option or key
-        return [hydra_error_line(error)]
-    return []
+    loader = GlobalHydra.instance().config_loader()
+    return config_problems(
+        lambda: loader.load_sweep_config(config, overrides), devices=_runs_here(config)
+    )
 
 
 def _runs_here(config: DictConfig) -> bool:
