@@ -110,6 +110,12 @@ def _score_start(cfg: DictConfig) -> None:
         raise ConfigError(f"score_start must be auto, true or false; got {setting!r}.")
 
 
+def _reestimate_bn(cfg: DictConfig) -> None:
+    setting = cfg.get("reestimate_bn", False)
+    if not isinstance(setting, bool):
+        raise ConfigError(f"reestimate_bn must be true or false; got {setting!r}.")
+
+
 def _training_paths(cfg: DictConfig) -> None:
     """The checkpoint a run resumes or starts from, or else the encoder's weights file."""
     if cfg.get("ckpt_path"):
@@ -263,6 +269,7 @@ JOB_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
     "train": (
         _required_start,
         _score_start,
+        _reestimate_bn,
         _seed,
         _training_paths,
         _data_paths,

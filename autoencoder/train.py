@@ -20,6 +20,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from autoencoder.cli import exit_on_renamed_keys, hydra_main
+from autoencoder.bn_reestimation import ReestimateBatchNorm
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning
@@ -100,6 +101,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     start_score = _start_score(cfg.get("score_start", "auto"), weights, output_dir)
     if start_score is not None:
         callbacks.append(start_score)
+    if cfg.get("reestimate_bn", False):  # after the start is scored: it scores the given model
+        if not weights.pretrained:
+            log.warning(
+                "reestimate_bn=true on a run without pretrained weights: it re-estimates the "
+                "statistics of a random initialisation (harmless, and of no use)."
+            )
+        callbacks.append(ReestimateBatchNorm())
     loggers: list[Logger] = instantiate_all(cfg.get("logger"))
     with fitting_job(cfg, loggers) as job:
         outcome = job.fit(model, datamodule, callbacks, ckpt_path=weights.resume)

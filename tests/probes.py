@@ -87,3 +87,44 @@ class CountUpdates(pl.Callback):
             return original(*args, **kwargs)
 
         pl_module.train_metrics.update = counted
+
+
+class BatchNormSnapshot(pl.Callback):
+    """Saves ``snapshot.pt`` in ``folder``: the model's state when the fit starts and before
+    its first step, every module's train/eval mode before that step, and what the training
+    images give at the input of the first BatchNorm layer (the mean over batches of each
+    batch's channel means and variances, as a cumulative re-estimation averages them),
+    measured in ``on_train_start`` before any callback that comes after this one."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.record: dict = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.record["fit_start"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    @torch.no_grad()
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        name, layer = next(
+            (n, m) for n, m in pl_module.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+        )
+        inputs: list[torch.Tensor] = []
+        handle = layer.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
+        was_training = pl_module.training
+        pl_module.eval()
+        for images, _ in trainer.train_dataloader:
+            pl_module(images.to(pl_module.device))
+        pl_module.train(was_training)
+        handle.remove()
+        self.record["first_bn"] = name
+        self.record["target_mean"] = torch.stack([x.mean((0, 2, 3)) for x in inputs]).mean(0)
+        self.record["target_var"] = torch.stack(
+            [x.transpose(0, 1).flatten(1).var(1, unbiased=True) for x in inputs]
+        ).mean(0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0 and batch_idx == 0:
+            self.record["step1"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            self.record["modes"] = {n: m.training for n, m in pl_module.named_modules()}
+            self.folder.mkdir(parents=True, exist_ok=True)
+            torch.save(self.record, self.folder / "snapshot.pt")
