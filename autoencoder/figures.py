@@ -91,10 +91,12 @@ def trace(model: Autoencoder, size: int = 32) -> list[Tensor]:
         ("output conv, sigmoid", "image", model.decoder.output),
     ]
     found: list[Tensor] = [Tensor("image", "image", (3, size, size))]
+    # a vision transformer's stages pass tokens: their feature map is what is drawn
+    as_map = model.encoder.feature_map
     hooks = [
         module.register_forward_hook(
             lambda _m, _i, out, label=label, part=part: found.append(
-                Tensor(label, part, tuple(out.shape[1:]))
+                Tensor(label, part, tuple((as_map(out) if part == "encoder" else out).shape[1:]))
             )
         )
         for label, part, module in named

@@ -119,6 +119,30 @@ def timm_encoder_is(built: dict[str, Any]) -> None:
     assert encoder.out_channels == [64, 64, 128, 256, 512][: encoder.depth]
 
 
+def vit_encoder_is(built: dict[str, Any]) -> None:
+    """The encoder is timm's DINOv2 ViT-S/14 with registers on 224 px images, one token per
+    2 x 2 pixels, cut as the experiment's layout says (its stem_pool=false ignored)
+    (tests/models/test_vit_encoders.py)."""
+    encoder = built["encoder"]
+    assert encoder.name == "timm/vit_small_patch14_reg4_dinov2"
+    assert encoder.stage_names == [f"stage{i + 1}" for i in range(encoder.depth)]
+    assert encoder.out_channels == [384] * encoder.depth
+    assert (encoder.input_scale, encoder.reduction, encoder.stem_pool) == (7, 2, True)
+
+
+def is_the_rae_experiment(phases: int) -> Callable[[dict[str, Any]], None]:
+    """DINOv2's whole representation as the latent (384 x 16 x 16 per 32 px image), frozen
+    (finetune=frozen) or fine-tuned after two frozen epochs."""
+
+    def check(built: dict[str, Any]) -> None:
+        experiment_is(CIFAR10DataModule, (384, 16, 16), shared=False)(built)
+        encoder, finetune = built["encoder"], built["cfg"].finetune
+        assert (encoder.name, encoder.depth) == ("timm/vit_small_patch14_reg4_dinov2", 5)
+        assert finetune.max_frozen_epochs == (None if phases == 1 else 2)
+
+    return check
+
+
 def has_module(kind: type, section: str) -> Callable[[dict[str, Any]], None]:
     def check(built: dict[str, Any]) -> None:
         assert any(isinstance(m, kind) for m in built[section].modules())
@@ -299,6 +323,7 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("data", "synthetic"): datamodule_is(SyntheticDataModule, (3, 32, 32)),
     **{("encoder", name): functools.partial(encoder_is, name) for name in ENCODERS},
     ("encoder", "timm"): timm_encoder_is,
+    ("encoder", "vit"): vit_encoder_is,
     ("decoder", "resize_conv"): has_module(nn.Upsample, "model"),
     ("decoder", "pixel_shuffle"): has_module(nn.PixelShuffle, "model"),
     ("decoder", "transposed"): has_module(nn.ConvTranspose2d, "model"),
@@ -325,6 +350,8 @@ EFFECTS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("experiment", "stl10_resnet50"): experiment_is(STL10DataModule, (4, 24, 24)),
     ("experiment", "cifar10_lowdata"): experiment_is(ArraysDataModule, (4, 8, 8)),
     ("experiment", "cifar10_timm"): experiment_is(CIFAR10DataModule, (4, 8, 8)),
+    ("experiment", "rae_dinov2"): is_the_rae_experiment(phases=1),
+    ("experiment", "rae_dinov2_two_phase"): is_the_rae_experiment(phases=2),
     ("experiment", "cifar10_gpu"): is_the_gpu_experiment,
     ("experiment", "adapt"): is_the_adaptation_recipe,
     ("experiment", "quality_64"): is_a_quality_recipe((4, 4, 4)),

@@ -54,6 +54,11 @@ class EncoderSpec:
             classifier's, which its features model flattens); it drops the keys of modules
             the network does not hold (the classifier head). ``None``: the network's names.
         mean, std: the input normalisation its weights were trained with.
+        feature_map: builds a module without weights that turns a stage's output into a
+            feature map (B, C, H, W), for a family whose stages pass something else between
+            them: a vision transformer's tokens with their grid
+            (:mod:`autoencoder.models.vit_encoders`), whose first stage cuts the image into
+            patches of its downsampling. ``None``: the stages give feature maps.
     """
 
     build: Callable[[], nn.Module]
@@ -64,3 +69,4 @@ class EncoderSpec:
     translate_state_dict: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
+    feature_map: Callable[[nn.Module], nn.Module] | None = None

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torch.nn import functional as F
 
@@ -61,6 +62,18 @@ INPUT_SCALES = (1, 2, 4, 8)
 def check_input_scale(input_scale: int) -> None:
     if input_scale not in INPUT_SCALES:
         raise ConfigError(f"encoder.input_scale must be 1, 2, 4 or 8, got {input_scale}.")
+
+
+def check_patch_scale(name: str, input_scale: int, patch_size: int) -> None:
+    """A vision transformer's ``input_scale`` must divide its patch size: each token then
+    covers ``patch_size / input_scale`` pixels of the original image."""
+    if input_scale < 1 or patch_size % input_scale:
+        divisors = [str(d) for d in range(1, patch_size + 1) if patch_size % d == 0]
+        raise ConfigError(
+            f"encoder.input_scale={input_scale}: {name} cuts images into {patch_size} px "
+            f"patches, so the scale must divide {patch_size} ({', '.join(divisors)}): one "
+            f"latent position per {patch_size} / input_scale pixels of the original image."
+        )
 
 
 def scale_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:
@@ -128,6 +141,7 @@ def _declared_stage_info(
     declared: Sequence[StageInfo],
     stages: nn.ModuleDict,
     removed_pool: tuple[int, int] | None,
+    feature_map: nn.Module,
 ) -> list[StageInfo]:
     """The stages' channels and downsampling as their family declares them, without the
     stem's max-pool when it was removed (``removed_pool``: its stage index and stride),
@@ -151,12 +165,13 @@ def _declared_stage_info(
     with torch.no_grad():
         for (stage_name, stage), info in zip(stages.items(), infos, strict=True):
             features = stage(features)
+            shape = tuple(feature_map(features).shape[1:])
             expected = (info.channels, side // info.reduction, side // info.reduction)
-            if tuple(features.shape[1:]) != expected:
+            if shape != expected:
                 raise ConfigError(
                     f"encoder {name}: stage {stage_name} is declared to give {info.channels} "
                     f"channels at {info.reduction}x downsampling, but on a {side} px image it "
-                    f"gives {' x '.join(map(str, features.shape[1:]))}. Its stage_info does not "
+                    f"gives {' x '.join(map(str, shape))}. Its stage_info does not "
                     "describe its stages: fix the family's registration."
                 )
     stages.train(training)
@@ -216,17 +231,31 @@ class Encoder(nn.Module):
             load_weights(
                 net, stages, geometry, weights, spec.torchvision_name, spec.translate_state_dict
             )
+        # a vision transformer's stages pass tokens; this lays them out as a feature map
+        self.feature_map = nn.Identity() if spec.feature_map is None else spec.feature_map(net)
+        self.tokens = spec.feature_map is not None
+        if self.tokens and not stem_pool:  # the experiments' layout sets it for CNNs
+            rank_zero_info(
+                f"note: encoder.stem_pool=false ignored: {name} is a vision transformer, "
+                "without a max-pool; encoder.input_scale sets its grid of tokens."
+            )
+            stem_pool = True
         removed_pool = None if stem_pool else remove_stem_pool(name, list(stages.values()))
         self.depth = depth
         self.stages = nn.ModuleDict(list(stages.items())[:depth])
-        check_input_scale(input_scale)
         self.stem_pool = stem_pool
         self.input_scale = input_scale
         if spec.stage_info is None:
             stage_infos = _read_stage_info(self.stages)
         else:
             declared = spec.stage_info(net)
-            stage_infos = _declared_stage_info(name, declared, self.stages, removed_pool)
+            stage_infos = _declared_stage_info(
+                name, declared, self.stages, removed_pool, self.feature_map
+            )
+        if self.tokens:
+            check_patch_scale(name, input_scale, stage_infos[0].reduction)
+        else:
+            check_input_scale(input_scale)
         self.out_channels = [info.channels for info in stage_infos]
         self.reductions: list[int] = []
         for stage_name, info in zip(self.stages, stage_infos, strict=True):
@@ -245,6 +274,7 @@ class Encoder(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), False)
         self._frozen: set[str] = set()
         self._bn_eval: set[str] = set()
+        self._bn_noted = False
 
     @property
     def stage_names(self) -> list[str]:
@@ -278,6 +308,7 @@ class Encoder(nn.Module):
         """
         if not 0 <= num_trainable <= len(self.stages):
             raise ConfigError(f"num_trainable={num_trainable} must be in 0 .. {len(self.stages)}")
+        self._note_without_batchnorm(frozen_bn, unfrozen_bn)
         num_frozen = len(self.stages) - num_trainable
         self._frozen = set(self.stage_names[:num_frozen])
         self._bn_eval = set()
@@ -287,6 +318,25 @@ class Encoder(nn.Module):
             if (frozen_bn if frozen else unfrozen_bn) == "eval":
                 self._bn_eval.add(name)
         self.train(self.training)
+
+    def _note_without_batchnorm(self, frozen_bn: BatchNormMode, unfrozen_bn: BatchNormMode) -> None:
+        """One line, once, when a BatchNorm setting asks for batch statistics of an encoder
+        without BatchNorm (a vision transformer's, ConvNeXt's LayerNorm): it does nothing."""
+        asked = [
+            f"finetune.{key}=train"
+            for key, mode in (("frozen_bn", frozen_bn), ("unfrozen_bn", unfrozen_bn))
+            if mode == "train"
+        ]
+        if (
+            not asked
+            or self._bn_noted
+            or any(isinstance(m, BATCH_NORMS) for m in self.stages.modules())
+        ):
+            return
+        self._bn_noted = True
+        rank_zero_info(
+            f"note: {' and '.join(asked)} ignored: encoder {self.name} has no BatchNorm layers."
+        )
 
     def train(self, mode: bool = True) -> Encoder:
         """Set train/eval mode; BatchNorm chosen by :meth:`set_trainable` stays in eval."""
@@ -309,14 +359,14 @@ class Encoder(nn.Module):
                     x = stage(x)
             else:
                 x = stage(x)
-        return x
+        return self.feature_map(x)
 
     def stage_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage, lowest first, as a feature extractor (for a feature
-        loss): no freezing logic, gradients flow back to ``images``."""
+        """The output of every stage as a feature map, lowest first, as a feature extractor
+        (for a feature loss): no freezing logic, gradients flow back to ``images``."""
         x = self._prepare(images)
         outputs = []
         for stage in self.stages.values():
             x = stage(x)
-            outputs.append(x)
+            outputs.append(self.feature_map(x))
         return outputs

@@ -9,8 +9,12 @@ their stem and blocks in the same way. Stage ``i`` (``stage1`` .. ``stageN``) is
 modules after feature ``i - 1``'s module through feature ``i``'s, so the stages partition the
 network: every parameter is in exactly one stage. The split is checked against timm's own
 forward pass on a random image; a family whose feature maps are not the outputs of such a
-run (vision transformers, models tapped with hooks, HRNet's parallel branches) is refused
-with a :class:`~autoencoder.errors.ConfigError` that names it.
+run (models tapped with hooks, HRNet's parallel branches) is refused with a
+:class:`~autoencoder.errors.ConfigError` that names it.
+
+Vision transformers (timm's ``vision_transformer`` and ``deit`` modules: ViT, DINOv2, MAE,
+SigLIP, CLIP, ...) are built whole, without their head, and cut into an embedding stage and
+groups of blocks by :mod:`autoencoder.models.vit_encoders`.
 
 timm is imported only when a ``timm/`` name is asked for
 (:func:`~autoencoder.models.registry.check_encoder_name`), since importing it takes seconds.
@@ -19,6 +23,7 @@ timm is imported only when a ``timm/`` name is asked for
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -33,6 +38,13 @@ from autoencoder.models.encoder_spec import (
     TIMM_PREFIX,
     EncoderSpec,
     StageInfo,
+)
+from autoencoder.models.vit_encoders import (
+    create_vit,
+    is_vit_name,
+    token_grid,
+    vit_stage_info,
+    vit_stages,
 )
 
 INSTALL_HINT = "pip install -e '.[timm]' (or pip install 'timm>=1.0')"
@@ -68,6 +80,19 @@ def timm_encoder_spec(model_name: str) -> EncoderSpec:
         ) from None
     mean = getattr(pretrained_cfg, "mean", None) or IMAGENET_MEAN
     std = getattr(pretrained_cfg, "std", None) or IMAGENET_STD
+    if is_vit_name(timm, model_name):
+        return EncoderSpec(
+            build=partial(create_vit, timm, model_name, pretrained=False),
+            stages=partial(_vit_stages, model_name),
+            stage_info=vit_stage_info,
+            pretrained=partial(
+                _create_pretrained, timm, model_name, pretrained_cfg, partial(create_vit, timm)
+            ),
+            translate_state_dict=translate_state_dict,
+            mean=tuple(mean),
+            std=tuple(std),
+            feature_map=token_grid,
+        )
     return EncoderSpec(
         build=partial(_create, timm, model_name, pretrained=False),
         stages=partial(_stages, timm, model_name),
@@ -97,9 +122,18 @@ def _create(timm: ModuleType, model_name: str, pretrained: bool) -> nn.Module:
         ) from None
 
 
-def _create_pretrained(timm: ModuleType, model_name: str, pretrained_cfg: Any) -> nn.Module:
-    """The features model with timm's pretrained weights, downloaded from the Hugging Face
-    hub on first use (then cached)."""
+def _vit_stages(model_name: str, net: nn.Module) -> OrderedDict[str, nn.Module]:
+    return vit_stages(net, model_name)
+
+
+def _create_pretrained(
+    timm: ModuleType,
+    model_name: str,
+    pretrained_cfg: Any,
+    create: Callable[..., nn.Module] | None = None,
+) -> nn.Module:
+    """The features model (``create``'s network) with timm's pretrained weights, downloaded
+    from the Hugging Face hub on first use (then cached)."""
     source = pretrained_cfg and (
         pretrained_cfg.hf_hub_id or pretrained_cfg.url or pretrained_cfg.file
     )
@@ -114,6 +148,8 @@ def _create_pretrained(timm: ModuleType, model_name: str, pretrained_cfg: Any) -
         else source
     )
     try:
+        if create is not None:
+            return create(model_name, pretrained=True)
         return _create(timm, model_name, pretrained=True)
     except OSError as error:  # the hub's and urllib's download errors are OSErrors
         raise ResourceUnavailableError(
@@ -144,7 +180,8 @@ def _not_sequential(timm: ModuleType, model_name: str, reason: str) -> ConfigErr
     return ConfigError(
         f"encoder.name={TIMM_PREFIX}{model_name}: timm's {_family(timm, model_name)} family "
         f"cannot be cut into sequential stages: {reason}. Use a convolutional family whose "
-        "features model runs its modules in turn (resnet, convnext, efficientnet, regnet, ...)."
+        "features model runs its modules in turn (resnet, convnext, efficientnet, regnet, ...) "
+        "or a ViT of timm's vision_transformer module (vit_*, *_dinov2, *_siglip_*, ...)."
     )
 
 

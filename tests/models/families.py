@@ -2,7 +2,8 @@
 their channels and downsampling, and whether it normalises with BatchNorm.
 
 Every torchvision family of the encoder table, and the timm families the project documents
-(ResNet-D with BatchNorm, ConvNeXt with LayerNorm), built with random weights."""
+(ResNet-D with BatchNorm, ConvNeXt with LayerNorm) and a tiny vision transformer, built with
+random weights."""
 
 from __future__ import annotations
 
@@ -59,4 +60,17 @@ TIMM_FAMILIES = [
     ),
 ]
 
-FAMILIES = TORCHVISION_FAMILIES + TIMM_FAMILIES
+# A vision transformer (tests/models/tiny_vits.py, registered in timm when built): a plain
+# ViT/16 of 48 channels and 4 blocks, its embedding and one block per stage, every stage at
+# the patch size's downsampling, LayerNorm only.
+VIT_FAMILIES = [
+    Family(
+        "timm/vit_test_patch16",
+        tuple(f"stage{i}" for i in range(1, 6)),
+        (48,) * 5,
+        (16,) * 5,
+        False,
+    ),
+]
+
+FAMILIES = TORCHVISION_FAMILIES + TIMM_FAMILIES + VIT_FAMILIES

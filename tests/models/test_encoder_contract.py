@@ -48,8 +48,15 @@ def no_network() -> Iterator[None]:
 
 
 def build(family: Family, depth: int | None = None) -> Encoder:
+    if family.name.startswith("timm/vit_test"):
+        import tests.models.tiny_vits  # noqa: F401  (registers the tiny ViTs in timm)
     with no_network():
         return Encoder(family.name, weights=None, depth=depth)
+
+
+def grad_of(output: torch.Tensor | tuple) -> bool:
+    """Whether a stage's output has a graph: a ViT's stages pass (tokens, grid)."""
+    return (output[0] if isinstance(output, tuple) else output).requires_grad
 
 
 def batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -123,8 +130,8 @@ class TestEncoderContract:
         model = Autoencoder(build(family, CUT), latent_channels=4)
         frozen, trainable = (model.encoder.stages[name] for name in family.stages[:CUT])
         graph: dict[str, bool] = {}
-        frozen.register_forward_hook(lambda *args: graph.update(frozen=args[2].requires_grad))
-        trainable.register_forward_hook(lambda *args: graph.update(trainable=args[2].requires_grad))
+        frozen.register_forward_hook(lambda *args: graph.update(frozen=grad_of(args[2])))
+        trainable.register_forward_hook(lambda *args: graph.update(trainable=grad_of(args[2])))
         model.encoder.set_trainable(1, frozen_bn="eval", unfrozen_bn="train")
         model.train()
         model(torch.rand(2, 3, SIZE, SIZE)).mean().backward()
