@@ -18,6 +18,7 @@ from torch import nn
 from autoencoder.checkpointing import read_checkpoint
 from autoencoder.data import SyntheticDataModule
 from autoencoder.errors import ConfigError, ResourceUnavailableError
+from autoencoder.figures import trace
 from autoencoder.finetuning import TwoPhaseFinetuning
 from autoencoder.models.autoencoder import Autoencoder
 from autoencoder.models.encoders import Encoder
@@ -93,6 +94,13 @@ def test_the_stages_partition_the_vit_and_give_timms_intermediates(
     patches = final[:, prefix:].reshape(2, grid, grid, -1).permute(0, 3, 1, 2)
     torch.testing.assert_close(outputs[4], patches)
     torch.testing.assert_close(features, patches)
+
+
+def test_the_architecture_figure_traces_a_vits_stages_as_feature_maps() -> None:
+    model = Autoencoder(encoder(DINOV2, depth=2, input_scale=7), latent_channels=4)
+    shapes = {(t.label, t.shape) for t in trace(model, 32)}
+    assert {("stage1", (48, 16, 16)), ("stage2", (48, 16, 16))} <= shapes
+    assert ("mirrors stage1 (2x up)", (24, 32, 32)) in shapes
 
 
 def test_blocks_are_grouped_in_four_runs_as_equal_as_possible() -> None:
@@ -207,6 +215,7 @@ TINY_RUN = (
     "finetune.max_frozen_epochs=1",
     "finetune.warmup_steps=0",
     "trainer.enable_progress_bar=false",
+    "test=false",
     "logger=none",
 )
 
@@ -224,7 +233,7 @@ def test_a_vit_run_resumes_from_its_checkpoint_into_phase_two(
 ) -> None:
     resumed, _ = train(
         compose_job(
-            "train", *TINY_RUN, "trainer.max_epochs=2", f"ckpt_path={vit_run}", "test=false",
+            "train", *TINY_RUN, "trainer.max_epochs=2", f"ckpt_path={vit_run}",
             output_dir=tmp_path / "resumed",
         )
     )  # fmt: skip
@@ -287,4 +296,4 @@ def test_two_process_ddp_trains_a_vit_through_both_phases(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["transition_epoch"] == 0 and metrics["test/psnr"] > 5
+    assert metrics["transition_epoch"] == 0 and metrics["val/psnr"] > 5
