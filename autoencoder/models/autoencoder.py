@@ -177,11 +177,18 @@ class Autoencoder(pl.LightningModule):
         """Shape of one image's latent, checking that the input size fits the encoder."""
         reduction = self.encoder.reduction
         if height % reduction or width % reduction:
+            # a vision transformer downsamples by its patch size at every depth
+            fix = (
+                "a larger encoder.input_scale (one that divides the patch size, "
+                f"{reduction * self.encoder.input_scale} px)"
+                if getattr(self.encoder, "tokens", False)
+                else "a shallower encoder.depth"
+            )
             raise ConfigError(
                 f"image size {height}x{width} is not divisible by the encoder's downsampling "
                 f"({reduction}x for {self.encoder.name} at depth {self.encoder.depth}). "
                 f"Nearest valid sizes: {_nearest_multiples(height, reduction)}; set "
-                f"data.image_size=N, or use a shallower encoder.depth."
+                f"data.image_size=N, or use {fix}."
             )
         return self.latent_channels, height // reduction, width // reduction
 

@@ -132,6 +132,13 @@ def test_a_cut_beyond_the_last_group_is_refused() -> None:
 def test_the_input_scale_must_divide_the_patch_size() -> None:
     with pytest.raises(ConfigError, match=r"encoder.input_scale=4: .* 14 px patches.*1, 2, 7, 14"):
         encoder(DINOV2, input_scale=4)
+    unscaled = Autoencoder(encoder(DINOV2, input_scale=1, depth=1), latent_channels=4)
+    with pytest.raises(
+        ConfigError,
+        match=r"32x32 is not divisible .*14x.*Nearest valid sizes: "
+        r"28 or 42; .*or use a larger encoder.input_scale .*14 px",
+    ):
+        unscaled.latent_shape(32, 32)
     scaled = encoder(DINOV2, input_scale=7)  # 32 px images at 224 px: a 16 x 16 grid
     assert scaled.reductions == [2] * 5
     with torch.no_grad():
