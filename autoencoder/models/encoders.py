@@ -179,7 +179,9 @@ def _declared_stage_info(
 
 
 class Encoder(nn.Module):
-    """A torchvision ResNet or VGG (or timm) feature extractor, cut into named stages.
+    """A torchvision ResNet or VGG (or timm) feature extractor, cut into named stages; a
+    vision transformer's stages pass tokens, which :attr:`feature_map` lays out on their
+    grid (:mod:`autoencoder.models.vit_encoders`).
 
     Args:
         name: an entry of :data:`ENCODERS` (the torchvision model names of every ResNet and
@@ -201,7 +203,8 @@ class Encoder(nn.Module):
             first stage, so pretrained stages see objects nearer the scale they were trained
             at and a deep cut keeps resolution; costs about ``input_scale**2`` in the
             encoder. :attr:`reductions` count from the original image, and the decoder ends
-            at the original size.
+            at the original size. 1, 2, 4 or 8; a vision transformer's divides its patch
+            size (its ``stem_pool=False`` is ignored, with a note).
     """
 
     def __init__(
@@ -216,6 +219,13 @@ class Encoder(nn.Module):
         super().__init__()
         spec = check_encoder_name(name)
         self.name = name
+        self.tokens = spec.feature_map is not None
+        if self.tokens and not stem_pool:  # the experiments' layout sets it for CNNs
+            rank_zero_info(
+                f"note: encoder.stem_pool=false ignored: {name} is a vision transformer, "
+                "without a max-pool; encoder.input_scale sets its grid of tokens."
+            )
+            stem_pool = True
         builds_pretrained = weights == "imagenet" and spec.pretrained is not None
         net = spec.pretrained() if builds_pretrained else spec.build()
         stages = spec.stages(net)
@@ -233,13 +243,6 @@ class Encoder(nn.Module):
             )
         # a vision transformer's stages pass tokens; this lays them out as a feature map
         self.feature_map = nn.Identity() if spec.feature_map is None else spec.feature_map(net)
-        self.tokens = spec.feature_map is not None
-        if self.tokens and not stem_pool:  # the experiments' layout sets it for CNNs
-            rank_zero_info(
-                f"note: encoder.stem_pool=false ignored: {name} is a vision transformer, "
-                "without a max-pool; encoder.input_scale sets its grid of tokens."
-            )
-            stem_pool = True
         removed_pool = None if stem_pool else remove_stem_pool(name, list(stages.values()))
         self.depth = depth
         self.stages = nn.ModuleDict(list(stages.items())[:depth])

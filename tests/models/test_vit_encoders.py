@@ -264,6 +264,8 @@ def test_a_vit_runs_checkpoint_is_the_encoders_weights(vit_run: Path) -> None:
         assert all(torch.equal(loaded[k], v) for k, v in expected.items()), stage
     with pytest.raises(ConfigError, match=r"encoder.input_scale=2 .*the run's checkpoint"):
         encoder(DINOV2, weights=str(vit_run), input_scale=7)
+    # the experiments' layout sets stem_pool=false, which a ViT ignores: the same geometry
+    assert encoder(DINOV2, weights=str(vit_run), stem_pool=False).geometry.stem_pool is True
 
 
 def test_offline_pretrained_vit_weights_fail_with_one_line_naming_the_hub(monkeypatch) -> None:
