@@ -19,8 +19,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from autoencoder.cli import exit_on_renamed_keys, hydra_main
 from autoencoder.bn_reestimation import ReestimateBatchNorm
+from autoencoder.cli import exit_on_renamed_keys, hydra_main
 from autoencoder.config import instantiate, instantiate_all
 from autoencoder.errors import ResourceUnavailableError
 from autoencoder.finetuning import TwoPhaseFinetuning

@@ -161,6 +161,24 @@ def test_a_transfer_source_whose_checkpoint_is_gone_is_refused(arrays, tmp_path,
     ]
 
 
+def test_transfer_takes_one_source_or_named_splits_each_checked(
+    arrays, tmp_path, capsys
+) -> None:
+    transfer = ("--runs", str(tmp_path), "transfer", "--data-dir", str(arrays))
+    both = benchmark_says(capsys, *transfer, "--source", "s", "--split", "k0=s:1,2")
+    assert both[0].startswith("error: transfer: give --source RUN_DIR (one split")
+    assert benchmark_says(capsys, *transfer, "--split", "k0=nowhere") == [
+        "error: --split 'k0=nowhere': write NAME=RUN_DIR:CLASSES with a new NAME, e.g. --split "
+        "k0=outputs/k0/source:5,6,7,8,9 (the source run, the target labels)."
+    ]
+    said = benchmark_says(capsys, *transfer, "--split", f"k0={tmp_path / 'gone'}:5,6")
+    assert said[0].startswith(f"error: --split k0: {tmp_path / 'gone'}: no such folder.")
+    unknown = benchmark_says(capsys, *transfer, "--split", "k0=s:1", "--strategies", "adabn")
+    assert unknown[0].startswith("error: --strategies adabn: not a strategy; the strategies are")
+    assert unknown[0].endswith("(add one with --candidate NAME=OVERRIDES).")
+    assert not (tmp_path / "transfer3").exists(), "nothing launched"
+
+
 def quality(runs: Path, arrays: Path, *floats: str) -> tuple[str, ...]:
     """The quality part's arguments up to its overrides."""
     return ("--runs", str(runs), "quality", "--data-dir", str(arrays), "--floats", *floats)

@@ -4,7 +4,9 @@
                                               [--device cpu|cuda] [--overhead]
                                               [--rounds N [--name ratio]] [OVERRIDES ...]
     python -m autoencoder.benchmarks transfer --data-dir DIR --source RUN_DIR
+                                              | --split NAME=RUN_DIR:CLASSES [...]
                                               [--classifier-weights PT]
+                                              [--candidate NAME=OVERRIDES ...]
                                               [--regimes 100 1000 5000] [--epochs 5]
                                               [--seeds 3 5000=2] [--strategies ...]
                                               [--long-epochs 20 --long-regimes 1000
@@ -90,13 +92,55 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.part == "speed" and args.device:
         torch_device("--device", args.device)
     if args.part == "transfer":
+        _check_splits(args)
         if args.classifier_weights:
             existing_file(
                 "--classifier-weights",
                 args.classifier_weights,
                 "Pass the encoder_weights.pt written by scripts/pretrain_encoder.py.",
             )
-        finished_source(args.source)
+        if not args.splits:
+            finished_source(args.source)
+        for name, (source, _) in args.splits.items():
+            finished_source(source, f"--split {name}:")
+
+
+def _check_splits(args: argparse.Namespace) -> None:
+    """``--source`` (with ``--target-classes``), or ``--split`` once per split, not both;
+    the splits parsed into ``args.splits`` (name: source run folder, target classes)."""
+    if bool(args.source) == bool(args.split):
+        raise ConfigError(
+            "transfer: give --source RUN_DIR (one split: the source run, and --target-classes), "
+            "or --split NAME=RUN_DIR:CLASSES once per split (e.g. --split "
+            "k0=outputs/k0/source:5,6,7,8,9), not both."
+        )
+    if args.split and args.target_classes:
+        raise ConfigError(
+            "transfer: --target-classes is for --source; each --split names its own "
+            "(NAME=RUN_DIR:5,6,7,8,9)."
+        )
+    args.splits = {}
+    for entry in args.split or []:
+        name, _, rest = entry.partition("=")
+        folder, _, classes = rest.rpartition(":")
+        try:
+            labels = [int(label) for label in classes.split(",")]
+        except ValueError:
+            labels = []
+        if not name or not folder or not labels or name in args.splits:
+            raise ConfigError(
+                f"--split {entry!r}: write NAME=RUN_DIR:CLASSES with a new NAME, e.g. "
+                "--split k0=outputs/k0/source:5,6,7,8,9 (the source run, the target labels)."
+            )
+        args.splits[name] = (Path(folder), labels)
+    args.candidates = [transfer.candidate(entry) for entry in args.candidate]
+    known = {*transfer.STRATEGIES, *(c.name for c in args.candidates)}
+    unknown = [s for s in (*args.strategies, *args.long_strategies) if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"--strategies {' '.join(unknown)}: not a strategy; the strategies are "
+            f"{', '.join(sorted(known))} (add one with --candidate NAME=OVERRIDES)."
+        )
 
 
 def _data(args: argparse.Namespace) -> list[str]:
@@ -234,11 +278,24 @@ def _run_rank(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------- the transfer part
 def _add_transfer_arguments(transfer_part: argparse.ArgumentParser) -> None:
     transfer_part.add_argument("--data-dir", required=True)
+    transfer_part.add_argument("--source", type=Path, help="the source autoencoder's run folder")
     transfer_part.add_argument(
-        "--source", type=Path, required=True, help="the source autoencoder's run folder"
+        "--split",
+        action="append",
+        metavar="NAME=RUN_DIR:CLASSES",
+        help="a source/target split: the source run trained on the other classes, the target's "
+        "labels (repeatable; instead of --source): a ranking across the splits",
     )
     transfer_part.add_argument(
-        "--classifier-weights", help="a classifier proxy, for classifier_two_phase"
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help='a strategy of your own, e.g. "adabn_full=init_from={source} finetune=full '
+        'reestimate_bn=true" (repeatable), then named in --strategies',
+    )
+    transfer_part.add_argument(
+        "--classifier-weights", help="a classifier proxy, for the classifier_* strategies"
     )
     transfer_part.add_argument("--regimes", type=int, nargs="+", default=[100, 1000, 5000])
     transfer_part.add_argument("--epochs", type=int, default=5)
@@ -253,19 +310,19 @@ def _add_transfer_arguments(transfer_part: argparse.ArgumentParser) -> None:
         "--strategies",
         nargs="+",
         default=list(transfer.STRATEGIES),
-        choices=transfer.STRATEGIES,
+        help=f"of {', '.join(transfer.STRATEGIES)} and the --candidate names",
     )
     transfer_part.add_argument(
         "--long-epochs", type=int, help="a longer budget, for the asymptote (e.g. 20)"
     )
     transfer_part.add_argument("--long-regimes", type=int, nargs="+", default=[1000])
-    transfer_part.add_argument(
-        "--long-strategies", nargs="+", default=[], choices=transfer.STRATEGIES
-    )
+    transfer_part.add_argument("--long-strategies", nargs="+", default=[])
     transfer_part.add_argument(
         "--target-classes", type=int, nargs="+", help="the labels the targets train on"
     )
-    transfer_part.add_argument("--probe-train-images", type=int, default=10000)
+    transfer_part.add_argument(
+        "--probe-train-images", type=int, default=10000, help="0: no latent probe"
+    )
     transfer_part.add_argument("--from", dest="summarise_only", action="store_true")
 
 
@@ -281,24 +338,31 @@ def _seeds(entries: Sequence[str], regimes: Sequence[int]) -> dict[int, int]:
 
 
 def _run_transfer(args: argparse.Namespace) -> None:
-    classes = (
-        [f"data.classes=[{','.join(map(str, args.target_classes))}]"] if args.target_classes else []
-    )
-    study = transfer.Study(
-        source=args.source.resolve(),
-        base=(
-            *_data(args),
-            *classes,
-            "logger=csv",
-            "trainer.enable_progress_bar=false",
-            *args.overrides,
-        ),
-        runs=args.runs,
-        classifier=args.classifier_weights and str(Path(args.classifier_weights).resolve()),
-        probe_train_images=args.probe_train_images,
-    )
+    def classes(labels: Sequence[int] | None) -> list[str]:
+        return [f"data.classes=[{','.join(map(str, labels))}]"] if labels else []
+
+    splits = args.splits or {None: (args.source, args.target_classes)}
+    strategies = {**transfer.STRATEGIES, **{c.name: c for c in args.candidates}}
+    studies = [
+        transfer.Study(
+            source=source.resolve(),
+            base=(
+                *_data(args),
+                *classes(labels),
+                "logger=csv",
+                "trainer.enable_progress_bar=false",
+                *args.overrides,
+            ),
+            runs=args.runs,
+            classifier=args.classifier_weights and str(Path(args.classifier_weights).resolve()),
+            probe_train_images=args.probe_train_images,
+            split=name,
+            strategies=strategies,
+        )
+        for name, (source, labels) in splits.items()
+    ]
     transfer.run(
-        study,
+        studies,
         args.regimes,
         args.epochs,
         _seeds(args.seeds, args.regimes),

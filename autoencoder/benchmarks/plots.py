@@ -93,7 +93,9 @@ def speed_bars(speed: Mapping[str, Any], path: Path) -> Path:
 
 START_COLOURS = {
     "scratch": "tab:gray",
+    "classifier_frozen": "tab:brown",
     "classifier_two_phase": "tab:olive",
+    "classifier_full": "tab:green",
     "source_frozen": "tab:purple",
     "source_full": "tab:blue",
     "source_two_phase": "tab:red",
@@ -129,4 +131,81 @@ def transfer_start_curves(regimes: Mapping[int, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("validation PSNR (dB)")
+    return save_figure(figure, path, dpi=110)
+
+
+def transfer_frontier(regime: Any, path: Path) -> Path | None:
+    """Fidelity against semantics: each strategy's test PSNR against its latent probe
+    accuracy, the mean over seeds with error bars from the lowest to the highest seed, one
+    point per strategy; ``None`` (no figure) when no run has a probe."""
+    points = []
+    for strategy in regime.strategies:
+        runs = [job for job in regime.runs(strategy) if job.probe_acc is not None]
+        if runs:
+            probe = [100 * job.probe_acc for job in runs]
+            psnr = [job.test_psnr for job in runs]
+            points.append((strategy, probe, psnr))
+    if not points:
+        return None
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(6.4, 4.8))
+    for strategy, probe, psnr in points:
+        x, y = sum(probe) / len(probe), sum(psnr) / len(psnr)
+        colour = START_COLOURS.get(strategy, "tab:gray")
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[x - min(probe)], [max(probe) - x]],
+            yerr=[[y - min(psnr)], [max(psnr) - y]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=f"{strategy} ({len(psnr)})",
+        )
+        ax.annotate(strategy, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("linear probe accuracy on the latents (%)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(
+        f"fidelity against semantics, {regime.images} target images, {regime.epochs} epochs",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return save_figure(figure, path, dpi=110)
+
+
+def splits_ranking(
+    changes: Mapping[str, Mapping[str, Sequence[float]]], images: int, path: Path
+) -> Path | None:
+    """The ranking across splits: per strategy (best mean first) the change of test PSNR over
+    the source as it is (``changes``: strategy -> split -> each seed's), one dot per split and
+    seed, a bar at the mean."""
+    rows = []
+    for strategy, by_split in changes.items():
+        values = [v for split in by_split.values() for v in split]
+        if values:
+            rows.append((sum(values) / len(values), strategy, by_split))
+    if not rows:
+        return None
+    rows.sort(key=lambda row: row[0])
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
+    markers = "osD^v<>"
+    for index, (mean, _, by_split) in enumerate(rows):
+        ax.barh(index, mean, color="tab:blue", alpha=0.3)
+        for number, (split, values) in enumerate(sorted(by_split.items())):
+            ax.scatter(
+                values,
+                [index] * len(values),
+                marker=markers[number % len(markers)],
+                color="black",
+                s=14,
+                label=f"split {split}" if index == len(rows) - 1 else None,
+            )
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [row[1] for row in rows], fontsize=8)
+    ax.set_xlabel("test PSNR - the source's as it is (dB)")
+    ax.set_title(f"adaptation across splits, {images} target images", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7)
     return save_figure(figure, path, dpi=110)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoencoder.benchmarks import transfer
+from autoencoder.errors import ConfigError
 from autoencoder.run_folder import RunFolder, RunMetrics
 
 
@@ -213,3 +214,117 @@ def test_the_transfer_part_trains_evaluates_and_tabulates(tmp_path: Path) -> Non
     assert float(rows["source_full"]["test PSNR, 3 epochs"]) > 0
     assert rows["scratch"]["test PSNR, 3 epochs"] == "-"  # not run at the longer budget
     assert (out / "transfer3_curves.png").stat().st_size > 0
+
+
+def split_study(tmp_path: Path, name: str) -> transfer.Study:
+    source_run(tmp_path / name / "source")
+    strategies = {
+        **transfer.STRATEGIES,
+        "adabn_full": transfer.candidate(
+            "adabn_full=init_from={source} finetune=full reestimate_bn=true"
+        ),
+    }
+    return transfer.Study(
+        source=tmp_path / name / "source",
+        base=("data=arrays", "data.path=/d"),
+        runs=tmp_path / "runs",
+        split=name,
+        strategies=strategies,
+    )
+
+
+def test_the_ranking_across_splits_takes_each_splits_own_start(tmp_path: Path) -> None:
+    studies = [split_study(tmp_path, name) for name in ("k0", "k3")]
+    assert studies[0].folder(1000, 5, "source_full", 1).path == (
+        tmp_path / "runs" / "transfer3" / "k0" / "1000" / "5ep" / "source_full" / "seed1"
+    )
+    command = studies[1].train_command(1000, 5, "adabn_full", 1)
+    assert "reestimate_bn=true" in command and "finetune=full" in command
+    # the source scores 25 dB on k0's target, 20 dB on k3's; the runs' changes over it:
+    # source_full +0.1/+0.3 on k0 and +0.2/+0.2 on k3; adabn_full +0.5/+0.5 and -0.1/+0.1
+    changes = {
+        "source_full": {"k0": (0.1, 0.3), "k3": (0.2, 0.2)},
+        "adabn_full": {"k0": (0.5, 0.5), "k3": (-0.1, 0.1)},
+    }
+    for study, source_psnr in zip(studies, (25.0, 20.0), strict=True):
+        source = study.folder(1000, 5, "source", 0)
+        source.evaluation.path.mkdir(parents=True)
+        source.evaluation.write_metrics({"test/psnr": source_psnr})
+        for strategy, by_split in changes.items():
+            for seed, change in enumerate(by_split[study.split], 1):
+                best_epoch = 0 if change < 0 else 4
+                run = study.folder(1000, 5, strategy, seed)
+                curve = [source_psnr - 0.5, source_psnr + change]
+                fake_run(run, source_psnr, curve, source_psnr + change, best_epoch, None)
+    regimes = {study.split: transfer.read_regime(study, 1000, 5, seeds=2) for study in studies}
+    table = transfer.splits_table(regimes)
+    rows = {row["strategy"]: row for row in table.rows}
+    assert list(rows) == ["adabn_full", "source_full"], "best mean first"
+    assert rows["adabn_full"]["runs"] == 4
+    assert rows["adabn_full"]["change over the start"] == "0.250 ± 0.300"
+    assert rows["source_full"]["change over the start"] == "0.200 ± 0.082"
+    assert rows["adabn_full"]["mean - source_full's"] == "+0.050"
+    assert rows["adabn_full"]["worst split"] == "k3: +0.000"
+    assert rows["source_full"]["worst split"] == "k3: +0.200"
+    assert rows["adabn_full"]["split k0"] == "+0.500"
+    assert rows["adabn_full"]["returned the start"] == "1 of 4"
+    assert rows["source_full"]["epoch-1 dip (val)"] == "-0.500 ± 0.000"
+
+
+def test_a_candidate_is_name_and_overrides() -> None:
+    strategy = transfer.candidate("lr=init_from={source} model.lr=1e-4 'finetune=full'")
+    assert strategy == transfer.Strategy(
+        "lr", ("init_from={source}", "model.lr=1e-4", "finetune=full")
+    )
+    for entry in ("=a=b", "noequals", "source_full=finetune=full", "bad name=x=1"):
+        with pytest.raises(ConfigError):
+            transfer.candidate(entry)
+
+
+@pytest.mark.slow  # two source runs, then each split's runs and evaluations in fresh processes
+def test_the_transfer_part_ranks_candidates_across_splits(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.benchmarks.conftest import SMALL_MODEL
+    from tests.conftest import make_images, run_script
+
+    data = tmp_path / "labelled"
+    data.mkdir()
+    for split, count, seed in (("train", 160, 0), ("test", 40, 1)):
+        np.savez(
+            data / f"{split}.npz", images=make_images(count, seed=seed), labels=np.arange(count) % 4
+        )
+    splits = []
+    for name, source_classes, target in (("k0", "[0,1]", "2,3"), ("k2", "[2,3]", "0,1")):
+        source = tmp_path / name
+        trained = run_script(
+            "train.py", "data=arrays", f"data.path={data}", f"data.classes={source_classes}",
+            "finetune=full", "trainer.max_epochs=1", "logger=csv", *SMALL_MODEL,
+            f"hydra.run.dir={source}",
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        splits += ["--split", f"{name}={source}:{target}"]
+    out = tmp_path / "tables"
+    result = run_script(
+        "benchmark.py", "--output", str(out), "--runs", str(tmp_path / "runs"), "transfer",
+        "--data-dir", str(data), *splits, "--regimes", "24", "--epochs", "1", "--seeds", "1",
+        "--candidate", "adabn_full=init_from={source} finetune=full reestimate_bn=true",
+        "--strategies", "source", "source_full", "adabn_full", "--probe-train-images", "0",
+        "data.val_fraction=0.25", *SMALL_MODEL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {
+        row["strategy"]: row for row in csv.DictReader((out / "transfer3_splits_24.csv").open())
+    }
+    assert set(rows) == {"source_full", "adabn_full"}
+    for row in rows.values():
+        assert row["runs"] == "2"
+        assert row["worst split"].split(":")[0] in ("k0", "k2")
+        assert row["split k0"] != "-" and row["split k2"] != "-"
+    for name in ("k0", "k2"):
+        assert (out / f"transfer3_{name}_24.md").is_file()
+    assert (out / "transfer3_splits_24.png").stat().st_size > 0
+    log = (
+        tmp_path / "runs" / "transfer3" / "k2" / "24" / "1ep" / "adabn_full" / "seed1" / "train.log"
+    )
+    assert "reestimate_bn: the running statistics of" in log.read_text()
