@@ -40,6 +40,7 @@ def hydra_main(
     """
 
     def main(cfg: DictConfig) -> Any:
+        lightning_into_job_log()
         summary = run_job(job, cfg)
         if isinstance(summary, tuple):  # train's (record, objects): the objects are not kept
             summary = summary[0]
@@ -58,6 +59,18 @@ def hydra_main(
         )()
 
     return entry_point
+
+
+def lightning_into_job_log() -> None:
+    """Lightning's messages (the start's score, the phase switch, the re-estimated
+    statistics) into the job's ``.log`` file too. Lightning gives its logger a console
+    handler of its own, without propagation, when it is imported before Hydra configures
+    logging; the root logger's handlers (Hydra's console and file) take its records instead."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        if logging.getLogger().handlers:
+            logger.handlers.clear()
+            logger.propagate = True
 
 
 def job_command(job: str, *overrides: str) -> list[str]:
