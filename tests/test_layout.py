@@ -39,6 +39,7 @@ FLOORS = {
     "finetuning_rates": 1,
     "callbacks": 1,
     "start_score": 1,
+    "bn_reestimation": 1,
     # 2: job plumbing
     "runs": 2,
     "validation": 2,
