@@ -28,6 +28,10 @@ from tests.conftest import CONFIG_DIR, compose_job
 CONF = Path(CONFIG_DIR)
 # The keys whose value says which option of its group a node is, not a default to mirror.
 NAMING_KEYS = {"encoder": {"name"}}
+# Keys an option over a neutral base sets because its model cannot run without them: a vision
+# transformer's input_scale, which must divide its patch size (1 is no divisor of 14 that
+# gives 32 px images a grid).
+NEEDED_KEYS = {("encoder", "vit"): {"input_scale"}}
 # Where composed configs put their outputs, so that every value resolves.
 RUN_DIR = Path("/tmp/run")
 MIRRORED_GROUPS = ("data", "encoder", "decoder", "model", "finetune", "logger", "callbacks")
@@ -51,7 +55,7 @@ def own_keys(group: str, option: str) -> set[str]:
     raw = OmegaConf.load(CONF / group / f"{option}.yaml")
     bases = [entry for entry in raw.get("defaults", []) if isinstance(entry, str)]
     if any(base.startswith("_") and base != "_self_" for base in bases):
-        return NAMING_KEYS.get(group, set())
+        return NAMING_KEYS.get(group, set()) | NEEDED_KEYS.get((group, option), set())
     inherits = any((CONF / group / f"{base}.yaml").is_file() for base in bases)
     return {str(key) for key in raw if key != "defaults"} if inherits else set()
 
