@@ -176,6 +176,7 @@ class Job:
     best_epoch: int | None
     fit_seconds: float
     probe_acc: float | None
+    test_ssim: float | None = None
 
 
 def read_job(run: RunFolder, strategy: Strategy, seed: int) -> Job | None:
@@ -185,7 +186,8 @@ def read_job(run: RunFolder, strategy: Strategy, seed: int) -> Job | None:
         if evaluation is None:
             return None
         test = evaluation.test["test/psnr"]
-        return Job(strategy.name, 0, None, [], test, 0, 0.0, _probe(evaluation))
+        ssim = evaluation.test.get("test/ssim")
+        return Job(strategy.name, 0, None, [], test, 0, 0.0, _probe(evaluation), ssim)
     metrics = run.metrics()
     if metrics is None:
         return None
@@ -198,6 +200,7 @@ def read_job(run: RunFolder, strategy: Strategy, seed: int) -> Job | None:
         best_epoch=metrics.best_epoch,
         fit_seconds=float(metrics.fit_seconds or math.nan),
         probe_acc=_probe(evaluation) if evaluation is not None else None,
+        test_ssim=metrics.test.get("test/ssim"),
     )
 
 
@@ -273,6 +276,7 @@ def regime_table(regime: Regime, long: Regime | None = None) -> Table:
         "epochs to scratch's final",
         f"test PSNR, {regime.epochs} epochs",
         *([long_column] if long_column else []),
+        "test SSIM",
         "test PSNR - source's",
         "returned the start",
         "probe acc (%)",
@@ -327,6 +331,7 @@ def _strategy_row(
             else "-"
         ),
         f"test PSNR, {epochs} epochs": mean_spread([job.test_psnr for job in runs]),
+        "test SSIM": mean_spread([job.test_ssim for job in runs], digits=4),
         "test PSNR - source's": mean_spread(  # adapting moves it by hundredths
             [job.test_psnr - source_psnr for job in runs] if source_psnr else [], digits=3
         ),

@@ -39,7 +39,7 @@ def fake_run(
             writer.writerow({"epoch": epoch, "step": 10 * epoch + 9, "val/psnr": value})
     run.write_metrics(
         RunMetrics(
-            test={"test/psnr": test},
+            test={"test/psnr": test, "test/ssim": 0.8},
             best_epoch=best_epoch,
             fit_seconds=10.0,
             start={"val/psnr": start} if start is not None else None,
@@ -135,6 +135,7 @@ def test_the_regime_table_reads_start_slope_budget_probe_and_returned_starts(
     assert rows["source_full"]["epochs to scratch's final"] == "0, 0"
     assert rows["source_full"]["test PSNR, 5 epochs"] == "25.70 ± 0.14"
     assert rows["source_full"]["test PSNR, 20 epochs"] == "26.10 ± 0.14"
+    assert rows["source_full"]["test SSIM"] == "0.8000 ± 0.0000"
     assert rows["source_full"]["test PSNR - source's"] == "0.700 ± 0.141"
     assert rows["source_frozen"]["returned the start"] == "2 of 2"
     assert rows["source_full"]["returned the start"] == "0 of 2"
