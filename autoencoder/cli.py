@@ -66,11 +66,12 @@ def lightning_into_job_log() -> None:
     statistics) into the job's ``.log`` file too. Lightning gives its logger a console
     handler of its own, without propagation, when it is imported before Hydra configures
     logging; the root logger's handlers (Hydra's console and file) take its records instead."""
+    if not logging.getLogger().handlers:  # no job logging configured: leave Lightning's own
+        return
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logger = logging.getLogger(name)
-        if logging.getLogger().handlers:
-            logger.handlers.clear()
-            logger.propagate = True
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def job_command(job: str, *overrides: str) -> list[str]:

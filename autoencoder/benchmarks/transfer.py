@@ -354,8 +354,6 @@ def strategy_keys(strategies: Iterable[Strategy]) -> frozenset[str]:
     )
 
 
-STRATEGY_KEYS = strategy_keys(STRATEGIES.values())
-
 
 def candidate(entry: str) -> Strategy:
     """A strategy of the command line, ``NAME=OVERRIDES`` (``{source}``, ``{classifier}``
